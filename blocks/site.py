@@ -165,7 +165,9 @@ class ArgoCdConfig(_Strict):
                 )
         missing = [app for app in self.telescope_apps if app not in self.sync_order]
         if missing:
-            raise ValueError(f"sync_order leaves out {', '.join(missing)}: list every telescope app")
+            raise ValueError(
+                f"sync_order leaves out {', '.join(missing)}: list every telescope app"
+            )
         if self.queue_app not in known:
             raise ValueError(f"queue_app {self.queue_app!r} is not one of telescope_apps")
         return self
@@ -183,7 +185,9 @@ class KubernetesConfig(_Strict):
 
 class SlackConfig(_Strict):
     channel: str = Field(description="The site's channel for upgrade notices.")
-    camera_channel: str | None = Field(None, description="Where the camera team is told; default channel.")
+    camera_channel: str | None = Field(
+        None, description="Where the camera team is told; default channel."
+    )
     it_channel: str | None = Field(None, description="Where IT is told; default channel.")
     base_url: str | None = Field(None, description="Slack Web API base URL; None for Slack itself.")
 
@@ -307,7 +311,7 @@ class SiteConfig(_Strict):
     name: K8sName
     title: str
     is_summit: bool = Field(
-        False,
+        default=False,
         description="Bare-metal deployments, ESS controllers, cRIOs and M2's closed loop: "
         "the Summit-only sign-offs apply.",
     )
@@ -348,8 +352,9 @@ class SiteConfig(_Strict):
         apps = set(self.argocd.telescope_apps)
         for position, entry in enumerate(self.cscs):
             if entry.name in seen:
+                first = seen[entry.name]
                 raise ValueError(
-                    f"cscs[{position}]: {entry.name} is listed twice (first at cscs[{seen[entry.name]}])"
+                    f"cscs[{position}]: {entry.name} is listed twice (first at cscs[{first}])"
                 )
             seen[entry.name] = position
             placement = entry.kubernetes
@@ -433,7 +438,9 @@ def site_config_from_dict(data: Any, *, source: str) -> SiteConfig:
             if error["type"] == "extra_forbidden":
                 message = "unknown field (check its spelling and where it is nested)"
             lines.append(f"  {_location(error['loc'], data)}: {message}")
-        raise SiteConfigError(f"{source}: invalid site configuration\n" + "\n".join(lines)) from None
+        raise SiteConfigError(
+            f"{source}: invalid site configuration\n" + "\n".join(lines)
+        ) from None
 
 
 def load_site_file(path: Path | str) -> SiteConfig:

@@ -60,8 +60,5 @@ class WriteLog:
     @staticmethod
     def read(path: Path) -> list[WriteRecord]:
         """Read a write log file back."""
-        records = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if line.strip():
-                records.append(WriteRecord(**json.loads(line)))
-        return records
+        lines = path.read_text(encoding="utf-8").splitlines()
+        return [WriteRecord(**json.loads(line)) for line in lines if line.strip()]

@@ -1,0 +1,7 @@
+"""``python -m deployments`` is ``rubin-upgrade``."""
+
+import sys
+
+from deployments.cli import main
+
+sys.exit(main())
