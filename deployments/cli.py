@@ -21,7 +21,7 @@ Handler = Callable[[argparse.Namespace], Coroutine[Any, Any, int]]
 _COMMAND_MODULES = (
     "deployments.cli_sim",
     "deployments.cli_site",
-    # "deployments.cli_registry",
+    "deployments.cli_registry",
 )
 
 
