@@ -115,6 +115,7 @@ class KubeObject:
 class Namespace(KubeObject):
     namespace: str | None = None
     phase: Literal["Active", "Terminating"] = "Active"
+    deletion_timestamp: str | None = None
 
 
 @dataclass(kw_only=True)
@@ -173,6 +174,8 @@ class Application:
     sync_status: Literal["Synced", "OutOfSync", "Unknown"] = "Synced"
     health_status: str = "Healthy"
     operation: dict[str, Any] | None = None
+    # Argo CD's ``status.operationState``: what the last (or the running) operation did.
+    operation_state: dict[str, Any] | None = None
     pending_changes: list[str] = field(default_factory=list)
     created_at: str = field(default_factory=_now)
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -635,6 +638,7 @@ class SiteModel:
         if namespace is None:
             return None
         namespace.phase = "Terminating"
+        namespace.deletion_timestamp = namespace.deletion_timestamp or _now()
         namespace.touch()
 
         async def terminate() -> None:
