@@ -22,6 +22,8 @@ _COMMAND_MODULES = (
     "deployments.cli_sim",
     "deployments.cli_site",
     "deployments.cli_registry",
+    "deployments.cli_status",
+    "deployments.cli_lag",
 )
 
 
