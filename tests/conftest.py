@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 # Before anything imports Prefect: no telemetry, and a Prefect home of this run's own.
 os.environ["DO_NOT_TRACK"] = "1"
@@ -14,6 +16,14 @@ os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="rubin-upgrade-pre
 os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "false")
 
 import pytest
+
+if TYPE_CHECKING:
+    from clients.registry import SchemaRegistryClient
+    from clients.sal import SalClient
+    from sim.broker import TansuBroker
+    from sim.csc import CscFleet
+    from sim.registry import SchemaRegistryState
+    from sim.writelog import WriteLog
 
 REPO = Path(__file__).resolve().parents[1]
 SITES = REPO / "deployments" / "sites"
@@ -36,3 +46,91 @@ def prefect_server() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=60):
         yield
+
+
+@pytest.fixture(scope="session")
+async def tansu_broker() -> AsyncIterator[TansuBroker]:
+    """One tansu broker on 127.0.0.1 for the session (memory storage: topics pile up)."""
+    from sim.broker import TansuBroker
+
+    async with TansuBroker() as broker:
+        yield broker
+
+
+@dataclass(frozen=True)
+class RegistryServer:
+    """The simulated schema registry served for the session: its URL, state and ASGI app."""
+
+    url: str
+    state: SchemaRegistryState
+    app: Any
+
+
+@pytest.fixture(scope="session")
+async def schema_registry() -> AsyncIterator[RegistryServer]:
+    """The simulated Confluent registry (FORWARD, like the sites) on 127.0.0.1."""
+    from sim.http import serve_app
+    from sim.registry import create_registry_app
+
+    app = create_registry_app()
+    async with serve_app(app, name="schema-registry") as url:
+        yield RegistryServer(url, app.state.registry, app)
+
+
+@pytest.fixture
+async def registry_client(schema_registry: RegistryServer) -> AsyncIterator[SchemaRegistryClient]:
+    from clients.registry import SchemaRegistryClient
+
+    async with SchemaRegistryClient(schema_registry.url) as client:
+        yield client
+
+
+@pytest.fixture
+async def sal_client(
+    tansu_broker: TansuBroker, registry_client: SchemaRegistryClient
+) -> AsyncIterator[SalClient]:
+    """A SAL user (``user@host``, this process's pid) on the session broker."""
+    from clients.sal import SalClient
+
+    async with SalClient(
+        bootstrap_servers=tansu_broker.bootstrap_servers, registry=registry_client
+    ) as client:
+        yield client
+
+
+@dataclass
+class FleetUnderTest:
+    """A module's simulated CSCs, their write log and the exits they reported."""
+
+    fleet: CscFleet
+    write_log: WriteLog
+    exits: list[tuple[str, bool, str]]
+
+
+@pytest.fixture(scope="module")
+async def csc_fleet(
+    tansu_broker: TansuBroker, schema_registry: RegistryServer
+) -> AsyncIterator[FleetUnderTest]:
+    """Simulated CSCs beating every 0.2 s. The broker and registry outlive the module, so tests
+    should give their CSCs names of their own (old topics keep old states)."""
+    import httpx
+
+    from sim.csc import CscFleet
+    from sim.writelog import WriteLog
+
+    write_log = WriteLog()
+    exits: list[tuple[str, bool, str]] = []
+
+    def on_exit(name: Any, *, failed: bool = False, message: str = "") -> None:
+        exits.append((str(name), failed, message))
+
+    async with CscFleet(
+        bootstrap_servers=tansu_broker.bootstrap_servers,
+        registry_url=schema_registry.url,
+        registry_transport=httpx.ASGITransport(app=schema_registry.app),
+        write_log=write_log,
+        heartbeat_interval_s=0.2,
+        on_exit=on_exit,
+        command_fetch_wait_ms=20,
+    ) as fleet:
+        yield FleetUnderTest(fleet, write_log, exits)

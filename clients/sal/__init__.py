@@ -1,0 +1,102 @@
+"""SAL over Kafka: salobj's wire format, CSC states and heartbeats, commands and their acks.
+
+Import from here: `SalClient` (reads, commands, transitions), `StateBoard` (live view and
+waits), the enums and the errors; `run_script` and its kin run SAL scripts on a ScriptQueue.
+No module of this package imports Prefect.
+"""
+
+from clients.sal.board import Condition, StateBoard, alive, gone, in_state, offline
+from clients.sal.client import (
+    DEFAULT_COMMAND_TIMEOUT_S,
+    SalClient,
+    default_identity,
+    transition_step,
+)
+from clients.sal.enums import FINAL_ACKS, SalRetCode, ScriptProcessState, ScriptState, State
+from clients.sal.errors import (
+    CommandAborted,
+    CommandError,
+    CommandFailed,
+    CommandNoPermission,
+    CommandTimedOut,
+    NoAckError,
+    SalDecodeError,
+    SalError,
+    SalKafkaError,
+    SalSchemaError,
+    SalTopicError,
+    StateWaitTimeout,
+    TransitionError,
+)
+from clients.sal.results import AckResult, CscStatus
+from clients.sal.scripts import (
+    QueueStatus,
+    ScriptAddFailed,
+    ScriptConfig,
+    ScriptInfo,
+    ScriptLocation,
+    ScriptNotFound,
+    ScriptOutcome,
+    ScriptQueueError,
+    ScriptQueueExited,
+    ScriptQueueNotEnabled,
+    ScriptResult,
+    ScriptTimeout,
+    pause_queue,
+    queue_status,
+    resume_queue,
+    run_script,
+    stop_scripts,
+    wait_for_script,
+)
+
+__all__ = [
+    "DEFAULT_COMMAND_TIMEOUT_S",
+    "FINAL_ACKS",
+    "AckResult",
+    "CommandAborted",
+    "CommandError",
+    "CommandFailed",
+    "CommandNoPermission",
+    "CommandTimedOut",
+    "Condition",
+    "CscStatus",
+    "NoAckError",
+    "QueueStatus",
+    "SalClient",
+    "SalDecodeError",
+    "SalError",
+    "SalKafkaError",
+    "SalRetCode",
+    "SalSchemaError",
+    "SalTopicError",
+    "ScriptAddFailed",
+    "ScriptConfig",
+    "ScriptInfo",
+    "ScriptLocation",
+    "ScriptNotFound",
+    "ScriptOutcome",
+    "ScriptProcessState",
+    "ScriptQueueError",
+    "ScriptQueueExited",
+    "ScriptQueueNotEnabled",
+    "ScriptResult",
+    "ScriptState",
+    "ScriptTimeout",
+    "State",
+    "StateBoard",
+    "StateWaitTimeout",
+    "TransitionError",
+    "alive",
+    "default_identity",
+    "gone",
+    "in_state",
+    "offline",
+    "pause_queue",
+    "queue_status",
+    "resume_queue",
+    "run_script",
+    "stop_scripts",
+    "transition_step",
+    "wait_for_script",
+]
