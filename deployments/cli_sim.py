@@ -41,12 +41,14 @@ async def run(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with SimulatedSite(base, write_log=WriteLog(args.write_log)) as site:
+    workdir = site_out.parent / f"{site_out.stem}.d"
+    async with SimulatedSite(base, workdir=workdir, write_log=WriteLog(args.write_log)) as site:
         config = site.write_site_file(site_out)
         print(f"simulated {base.title}: {len(config.cscs)} CSCs", file=sys.stderr)
         for service, url in sorted(site.urls.items()):
             print(f"  {service:<16} {url}", file=sys.stderr)
         print(f"  {'kafka':<16} {site.broker.bootstrap_servers}", file=sys.stderr)
+        print(f"  credentials in {site.secrets_path(site_out)}", file=sys.stderr)
         print(f"ready {site_out}", flush=True)
         await stop.wait()
         print("stopping", file=sys.stderr)
