@@ -118,6 +118,11 @@ async def start_consumer(consumer: AIOKafkaConsumer) -> None:
         with contextlib.suppress(KafkaError):
             await consumer.stop()
         raise SalKafkaError(f"cannot connect to Kafka: {exc!r}") from exc
+    except BaseException:
+        # Cancelled while starting (a script stopped mid-command): close what was opened.
+        with contextlib.suppress(Exception):
+            await consumer.stop()
+        raise
 
 
 #: Builds a message when it is its turn to be sent: its value and Kafka timestamp (ms).
@@ -169,6 +174,12 @@ class SalProducer:
             raise SalKafkaError(
                 f"cannot connect to Kafka at {settings.bootstrap_servers}: {exc}"
             ) from exc
+        except BaseException:
+            # Cancelled while starting: close what was opened.
+            for producer in producers:
+                with contextlib.suppress(Exception):
+                    await producer.stop()
+            raise
         return cls(producers)
 
     @property
@@ -283,6 +294,11 @@ class PartitionFeed:
         except KafkaError as exc:
             await self._consumer.stop()
             raise SalKafkaError(f"{self.name}: cannot connect to Kafka: {exc}") from exc
+        except BaseException:
+            # Cancelled while starting: close what was opened.
+            with contextlib.suppress(Exception):
+                await self._consumer.stop()
+            raise
         self._started = True
         self._task = asyncio.create_task(self._run(), name=f"{self.name}-reader")
 
