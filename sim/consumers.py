@@ -29,7 +29,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
-from sim.model import Deployment, KubeObject, SiteModel, matches_selector
+from sim.model import Application, Deployment, KubeObject, SiteModel, matches_selector
 
 __all__ = ["SimulatedConsumers", "telegraf_connector_for"]
 
@@ -192,7 +192,7 @@ class SimulatedConsumers:
             except KafkaError as exc:
                 _logger.warning("listing topics failed, trying again: %s", exc)
 
-    def _on_model_event(self, event: str, obj: KubeObject) -> None:
+    def _on_model_event(self, event: str, obj: KubeObject | Application) -> None:
         if isinstance(obj, Deployment) and event.startswith("deployment-"):
             self._reconcile()
 

@@ -206,7 +206,7 @@ class ModelOptions:
     love_producers: int = 4
 
 
-Listener = Callable[[str, KubeObject], None]
+Listener = Callable[[str, "KubeObject | Application"], None]
 
 
 class SiteModel:
@@ -404,7 +404,7 @@ class SiteModel:
         """Call ``listener(event, obj)`` on model events such as ``deployment-scaled``."""
         self._listeners.append(listener)
 
-    def _emit(self, event: str, obj: KubeObject) -> None:
+    def _emit(self, event: str, obj: KubeObject | Application) -> None:
         for listener in list(self._listeners):
             listener(event, obj)
 
@@ -515,6 +515,7 @@ class SiteModel:
         app.pending_changes = []
         # Running Jobs keep a telescope app Progressing: it never turns Healthy.
         app.health_status = "Progressing" if self._app_entries(app.name) else "Healthy"
+        self._emit("app-synced", app)
         return changed
 
     def _sync_telescope_app(self, app: Application) -> list[str]:

@@ -472,6 +472,12 @@ additionalProperties: false
         for component in self.config["ignore"]:
             if running.pop(component, None) is not None:
                 ctx.info(f"Excluding {component} from the list.")
+        # Get ready to command them all at once (salobj's Remotes are all created up front).
+        await ctx.sal.prepare_commands(running)
+        board = await ctx.board()
+        await board.watch(
+            CscName(name=c, index=i) for c, indices in running.items() for i in indices
+        )
         for component in self.config["start_with"]:
             if component in running:
                 await self._shutdown(component, running.pop(component))

@@ -35,10 +35,13 @@ from sim.csc import CscFleet
 from sim.http import serve_app
 from sim.kubernetes import create_kubernetes_app, write_kubeconfig
 from sim.love import create_love_app
-from sim.model import KubeObject, ModelOptions, PodSet, SiteModel
+from sim.model import Application, KubeObject, ModelOptions, PodSet, SiteModel
+from sim.observatory import ObservatoryModel, ObservatoryTiming, SiteCapabilities
 from sim.registry import create_registry_app
 from sim.sal_schemas import indexed_components
-from sim.slack import create_slack_app
+from sim.scriptqueue import ScriptQueueSim
+from sim.scripts import ScriptTiming
+from sim.slack import SlackMessage, create_slack_app
 from sim.writelog import WriteLog
 
 __all__ = ["SITES", "SimOptions", "SimulatedSite", "bundled_site_file", "load_base_site"]
@@ -68,6 +71,12 @@ class SimOptions:
     argocd_sync_s: float = 0.5
     broker_shutdown_s: float = 1.0
     love_commander_timeout_s: float = 10.0
+    time_scale: float = 1.0
+    """Shrinks the hardware's and the scripts' physical durations (slews, images, loading)."""
+    restart_bare_metal_after_sync: bool | None = None
+    """Bring the bare-metal CSCs back once every telescope app is synced, as the camera team and
+    system principals do at the test stands; None: everywhere but the Summit, whose operator
+    starts them at the bare-metal startup sign-off (`SimulatedSite.start_bare_metal`)."""
     start_image_tag: str = "c0044"
     upgrade_image_tag: str = "c0045"
     consumers: bool = True
@@ -138,8 +147,13 @@ class SimulatedSite:
         self._kafka_task: asyncio.Task[None] | None = None
 
     @property
-    def slack_messages(self) -> list[dict[str, Any]]:
-        messages: list[dict[str, Any]] = self.slack_app.state.messages
+    def heartbeat_window_s(self) -> float:
+        """Alive means a heartbeat within five periods (a loaded machine delays a few)."""
+        return max(5 * self.options.heartbeat_interval_s, 2.0)
+
+    @property
+    def slack_messages(self) -> list[SlackMessage]:
+        messages: list[SlackMessage] = self.slack_app.state.messages
         return messages
 
     def credentials(self) -> SiteCredentials:
@@ -171,7 +185,23 @@ class SimulatedSite:
             on_exit=self.model.csc_exited,
             registry_transport=httpx.ASGITransport(app=self.registry_app),
         )
+        transport = httpx.ASGITransport(app=self.registry_app)
+        self.script_queues = ScriptQueueSim(
+            self.fleet,
+            registry_url=self.urls["schema_registry"],
+            registry_transport=transport,
+            timing=ScriptTiming(
+                time_scale=self.options.time_scale,
+                discovery_window_s=self.heartbeat_window_s,
+            ),
+        )
+        self.observatory = ObservatoryModel(
+            SiteCapabilities.for_site(self.base.name),
+            ObservatoryTiming(time_scale=self.options.time_scale),
+        )
         await stack.enter_async_context(self.fleet)
+        await stack.enter_async_context(self.script_queues)
+        self.observatory.install(self.fleet)
         self.model.attach_runner(self.fleet)
         await self._start_cscs(self.fleet)
 
@@ -218,9 +248,28 @@ class SimulatedSite:
         if refused:
             raise RuntimeError(f"simulated CSCs did not start: {', '.join(refused)}")
 
-    def _on_model_event(self, event: str, obj: KubeObject) -> None:
+    def start_bare_metal(self) -> list[CscName]:
+        """Start the bare-metal CSCs that are not running, as the people at the site do."""
+        if self.fleet is None:
+            return []
+        started = []
+        for entry in self.base.cscs:
+            if entry.bare_metal is not None and entry.name not in self.fleet.running:
+                _ = self.fleet.start(entry, image=self.options.upgrade_image_tag)
+                started.append(entry.name)
+        return started
+
+    def _restarts_bare_metal(self) -> bool:
+        option = self.options.restart_bare_metal_after_sync
+        return not self.base.is_summit if option is None else option
+
+    def _on_model_event(self, event: str, obj: KubeObject | Application) -> None:
         """Consequences that cross services: the registry and Kafka follow their pods."""
-        if event in ("deployment-scaled", "deployment-deleted", "deployment-created"):
+        if event == "app-synced" and self._restarts_bare_metal():
+            telescope = self.base.argocd.telescope_apps
+            if all(self.model.applications[name].sync_status == "Synced" for name in telescope):
+                self.start_bare_metal()
+        elif event in ("deployment-scaled", "deployment-deleted", "deployment-created"):
             self.registry_app.state.registry.down = not self.model.registry_up
         elif isinstance(obj, PodSet) and obj.role == "broker":
             if event == "pod-set-terminated" and not self.model.kafka_up:
@@ -255,6 +304,8 @@ class SimulatedSite:
             "kubeconfig": str(self.kubeconfig),
         }
         data["slack"] = {**data["slack"], "base_url": self.urls["slack"] + "/api/"}
+        # Liveness is judged on the simulated heartbeat period, as at the site on salobj's 1 s.
+        data["timeouts"] = {**data["timeouts"], "heartbeat_window_s": self.heartbeat_window_s}
         return SiteConfig.model_validate(data)
 
     def write_site_file(self, path: Path, name: str = "sim") -> SiteConfig:
