@@ -331,6 +331,12 @@ class SiteConfig(_Strict):
         description="set_summary_state.py data run once the CSCs are up, e.g. [Watcher, ENABLED].",
     )
     csc_parallelism: int = Field(16, ge=1, le=256)
+    lag_tolerance: int = Field(
+        20,
+        ge=0,
+        description="Consumer lag counted as drained: the CSCs kept running (MTM1M3, MTM1M3TS) "
+        "still heartbeat, so lag hovers just above zero.",
+    )
     timeouts: Timeouts = Field(default_factory=Timeouts)
     cscs: list[CscEntry]
 

@@ -1,0 +1,90 @@
+"""Preflight: every check that must pass before the first change, reported all at once.
+
+Services reachable with valid credentials, the Kubernetes context pointing at the site's
+cluster, the site file's applications present in Argo CD, the ScriptQueues ENABLED. Each check
+runs whatever the others found; the failures are listed together in one `PreflightError`, and
+nothing has been changed when it is raised.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from blocks.site import CscName, State
+from flows.run import UpgradeRun
+
+__all__ = ["PreflightError", "preflight"]
+
+
+class PreflightError(RuntimeError):
+    """Preconditions failed; ``problems`` lists each, and nothing was changed."""
+
+    def __init__(self, site: str, problems: list[str]) -> None:
+        lines = "\n".join(f"  - {problem}" for problem in problems)
+        super().__init__(f"preflight failed at {site}; nothing was changed:\n{lines}")
+        self.problems = problems
+
+
+async def _kubernetes(run: UpgradeRun, _problems: list[str]) -> None:
+    await run.services.kubernetes.list_namespaces()
+
+
+async def _argocd(run: UpgradeRun, problems: list[str]) -> None:
+    argocd = run.site.argocd
+    apps = {app.metadata.name for app in await run.services.argocd.list_applications()}
+    wanted = [*argocd.platform_apps, argocd.sasquatch_app, *argocd.telescope_apps]
+    missing = [name for name in wanted if name not in apps]
+    if missing:
+        problems.append(f"Argo CD has no application {', '.join(missing)} (site file: argocd)")
+
+
+async def _registry(run: UpgradeRun, _problems: list[str]) -> None:
+    await run.services.registry.get_compatibility()
+
+
+async def _love(run: UpgradeRun, problems: list[str]) -> None:
+    session = await run.services.love.login()
+    if not session.execute_commands:
+        problems.append(f"LOVE account {run.site.love.username!r} may not execute commands")
+
+
+async def _kafka(run: UpgradeRun, _problems: list[str]) -> None:
+    await run.services.lag.list_groups()
+
+
+async def _queues(run: UpgradeRun, problems: list[str]) -> None:
+    names = [CscName(name="ScriptQueue", index=q) for q in run.site.shutdown.queues]
+    for name, state in (await run.services.sal.summary_states(names)).items():
+        if state is not State.ENABLED:
+            shown = state.name if state is not None else "not running"
+            problems.append(f"{name} is {shown}: scripts need it ENABLED")
+
+
+Check = Callable[[UpgradeRun, list[str]], Awaitable[None]]
+_CHECKS: dict[str, Check] = {
+    "Kubernetes": _kubernetes,
+    "Argo CD": _argocd,
+    "schema registry": _registry,
+    "LOVE": _love,
+    "Kafka": _kafka,
+}
+
+
+async def preflight(run: UpgradeRun, *, need_queues: bool = True) -> list[str]:
+    """Run every check; raise `PreflightError` listing all failures, else return []."""
+    problems: list[str] = []
+    checks = dict(_CHECKS)
+    if need_queues:
+        checks["ScriptQueues"] = _queues
+
+    async def check(name: str, fn: Check) -> None:
+        try:
+            await fn(run, problems)
+        except Exception as exc:  # noqa: BLE001 - every failure is reported together
+            problems.append(f"{name}: {exc}")
+
+    await asyncio.gather(*(check(name, fn) for name, fn in checks.items()))
+    if problems:
+        raise PreflightError(run.site.name, sorted(problems))
+    return []

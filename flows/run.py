@@ -1,0 +1,332 @@
+"""One run of an upgrade flow: its site, services, journal, sign-offs, and what must be restored.
+
+`UpgradeRun` is what every step of every flow works through:
+
+- `act` performs one change to the site, or — in a dry run — only writes it into the plan; it
+  records completed changes under the upgrade id, so a re-run with the same id never repeats a
+  destructive action that already happened.
+- `gate` is the single sign-off helper: the answer is journalled, and a gate already answered
+  for this upgrade id is not asked again.
+- `step` times a step and keeps the progress artifact current.
+- `on_failure_restore` registers what to put back if the run fails, is aborted or cancelled
+  (the registry's compatibility, telegraf's replicas); `restore` runs them, and whatever could
+  not be restored is written into the report as what is left to do, and how.
+
+The run is reached through a context variable, so that sections and tasks need no parameters
+that Prefect would have to serialise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from prefect.artifacts import (
+    acreate_markdown_artifact,
+    acreate_progress_artifact,
+    acreate_table_artifact,
+    aupdate_progress_artifact,
+)
+from prefect.logging import get_run_logger
+from pydantic import BaseModel, Field
+
+from blocks.memory import UpgradeMemory
+from blocks.site import SiteConfig
+from clients.sal import StateBoard
+from clients.slack import Audience
+from flows.context import SiteServices
+from flows.journal import RunJournal, StepHandle
+from flows.signoff import NotifyFn, SignOff, SignOffRecord, UpgradeAborted, sign_off
+
+__all__ = ["Restore", "RunMemory", "UpgradeRun", "artifact_key", "current_run"]
+
+T = TypeVar("T")
+_current: contextvars.ContextVar[UpgradeRun] = contextvars.ContextVar("upgrade_run")
+_logger = logging.getLogger(__name__)
+
+
+def current_run() -> UpgradeRun:
+    """The run of the flow being executed (set by `UpgradeRun.activate`)."""
+    try:
+        return _current.get()
+    except LookupError:
+        raise RuntimeError("no upgrade run is active: steps run inside an upgrade flow") from None
+
+
+def artifact_key(*parts: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
+    text = "-".join(parts).lower()
+    return "".join(c if c.isalnum() or c == "-" else "-" for c in text).strip("-")
+
+
+class RunMemory(BaseModel):
+    """What an upgrade id remembers across runs (`UpgradeMemory`): done actions, answers."""
+
+    actions: list[str] = Field(default_factory=list)
+    sign_offs: dict[str, SignOffRecord] = Field(default_factory=dict)
+    facts: dict[str, Any] = Field(default_factory=dict)
+
+
+@dataclass
+class Restore:
+    """Something to put back when the run does not finish, and how an operator does it by hand."""
+
+    key: str
+    description: str
+    manual: str
+    action: Callable[[], Awaitable[object]]
+
+
+@dataclass
+class UpgradeRun:
+    """The state of one flow run: see the module docstring."""
+
+    flow: str
+    site: SiteConfig
+    services: SiteServices
+    upgrade_id: str
+    dry_run: bool = False
+    journal: RunJournal = field(init=False)
+    memory: RunMemory = field(default_factory=RunMemory)
+    restores: dict[str, Restore] = field(default_factory=dict)
+    _progress_id: Any = None
+    _board: StateBoard | None = None
+
+    def __post_init__(self) -> None:
+        self.journal = RunJournal(
+            flow=self.flow, site=self.site.name, upgrade_id=self.upgrade_id, dry_run=self.dry_run
+        )
+
+    # --- life cycle ---------------------------------------------------------------------------
+
+    @property
+    def memory_name(self) -> str:
+        return artifact_key("rubin-upgrade", self.flow, self.site.name, self.upgrade_id)[:255]
+
+    @contextlib.asynccontextmanager
+    async def activate(self, planned_steps: int) -> AsyncIterator[UpgradeRun]:
+        """Make this the current run; load what the upgrade id remembers; publish progress."""
+        self.journal.planned_steps = planned_steps
+        if not self.dry_run:
+            with contextlib.suppress(ValueError):  # nothing remembered yet
+                stored: object = await UpgradeMemory.aload(self.memory_name)
+                if isinstance(stored, UpgradeMemory):
+                    self.memory = RunMemory.model_validate(stored.value)
+        with contextlib.suppress(Exception):
+            self._progress_id = await acreate_progress_artifact(
+                progress=0.0,
+                key=artifact_key(self.flow, self.site.name, "progress"),
+                description=f"{self.flow} at {self.site.name} ({self.upgrade_id})",
+            )
+        token = _current.set(self)
+        try:
+            yield self
+        finally:
+            _current.reset(token)
+            if self._board is not None:
+                await self._board.stop()
+                self._board = None
+
+    async def board(self) -> StateBoard:
+        """One live view of every inventory CSC for the whole run: waits and transitions share
+        it instead of each starting a consumer of their own."""
+        if self._board is None:
+            board = self.services.sal.state_board([entry.name for entry in self.site.cscs])
+            await board.start()
+            self._board = board
+        return self._board
+
+    async def _remember(self) -> None:
+        if self.dry_run:
+            return
+        # A block, not a Variable: variables hold at most 5,000 characters.
+        await UpgradeMemory(value=self.memory.model_dump(mode="json")).asave(
+            self.memory_name, overwrite=True
+        )
+
+    async def progress(self, percent: float, _title: str) -> None:
+        if self._progress_id is None:
+            return
+        with contextlib.suppress(Exception):
+            await aupdate_progress_artifact(self._progress_id, progress=percent)
+
+    @contextlib.asynccontextmanager
+    async def step(self, section: str, key: str, title: str) -> AsyncIterator[StepHandle]:
+        """Run one step of ``section``; its time and outcome go into the journal."""
+        get_run_logger().info("%s: %s", section, title)
+        async with self.journal.step(section, key, title, progress=self.progress) as handle:
+            yield handle
+
+    def operator_name(self) -> str:
+        """Who runs this upgrade, as scripts' ``user`` fields want it: the last operator who
+        signed off, else the tool itself."""
+        for record in reversed(self.journal.sign_offs):
+            if record.operator and not record.operator.startswith("("):
+                return record.operator
+        return f"rubin-upgrade {self.upgrade_id}"
+
+    # --- changes to the site -------------------------------------------------------------------
+
+    def already_done(self, key: str) -> bool:
+        return key in self.memory.actions
+
+    async def act(self, key: str, description: str, change: Callable[[], Awaitable[T]]) -> T | None:
+        """Make one change to the site, once per upgrade id; in a dry run only plan it.
+
+        Returns the change's result, or None when it was planned or had been done before.
+        """
+        if self.dry_run:
+            self.journal.planned(description)
+            return None
+        if self.already_done(key):
+            get_run_logger().info(
+                "already done in an earlier run of %s: %s", self.upgrade_id, description
+            )
+            return None
+        result = await change()
+        self.memory.actions.append(key)
+        await self._remember()
+        return result
+
+    async def remember_fact(self, name: str, value: Any) -> Any:
+        """Keep a fact (e.g. the registry's level before the upgrade) for later runs; the first
+        value recorded for an upgrade id wins, so a re-run restores what was there originally."""
+        if name not in self.memory.facts:
+            self.memory.facts[name] = value
+            await self._remember()
+        self.journal.facts[name] = self.memory.facts[name]
+        return self.memory.facts[name]
+
+    # --- sign-offs -----------------------------------------------------------------------------
+
+    async def gate(
+        self,
+        key: str,
+        title: str,
+        next_steps_md: str,
+        *,
+        input_model: type[SignOff] = SignOff,
+        initial: dict[str, Any] | None = None,
+    ) -> SignOffRecord:
+        """Stop for an operator's sign-off (see `flows.signoff.sign_off`), once per upgrade id.
+
+        Raises
+        ------
+        UpgradeAborted
+            The operator chose to abort.
+        """
+        if self.dry_run:
+            self.journal.planned(f"Sign-off: {title}")
+            return SignOffRecord.dry_run(key, title)
+        previous = self.memory.sign_offs.get(key)
+        if previous is not None:
+            self.journal.sign_offs.append(previous)
+            return previous
+        record = await sign_off(
+            key=key,
+            title=title,
+            next_steps_md=next_steps_md,
+            site_name=self.site.name,
+            timeout_s=self.site.timeout_for_sign_off(key),
+            notify=self._notifier(Audience.SITE),
+            input_model=input_model,
+            initial=initial,
+        )
+        self.journal.sign_offs.append(record)
+        self.memory.sign_offs[key] = record
+        await self._remember()
+        return record
+
+    def _notifier(self, audience: Audience) -> NotifyFn:
+        async def notify(text: str) -> bool:
+            return await self.services.slack.notify(text, audience=audience)
+
+        return notify
+
+    async def notify(self, text: str, *, audience: Audience = Audience.SITE) -> None:
+        """Tell people on Slack (never raises); in a dry run only plan it."""
+        if self.dry_run:
+            self.journal.planned(f"Slack ({audience.value}): {text}")
+            return
+        posted = await self.services.slack.notify(text, audience=audience)
+        self.journal.facts.setdefault("slack messages", 0)
+        self.journal.facts["slack messages"] += 1 if posted else 0
+
+    # --- restores ------------------------------------------------------------------------------
+
+    def on_failure_restore(self, restore: Restore) -> None:
+        self.restores[restore.key] = restore
+
+    def restored(self, key: str) -> None:
+        """The flow put this back itself: nothing to restore for it any more."""
+        self.restores.pop(key, None)
+
+    async def restore(self, why: str) -> None:
+        """Put back everything registered, after a failure, abort or cancellation."""
+        logger = get_run_logger()
+        for key, restore in list(self.restores.items()):
+            try:
+                await restore.action()
+            except Exception as exc:  # noqa: BLE001 - each restore is tried, and reported
+                logger.warning("could not restore %s: %s", restore.description, exc)
+                self.journal.left_to_restore.append(
+                    f"{restore.description}: restoring it failed ({exc}); by hand: {restore.manual}"
+                )
+            else:
+                logger.warning("restored %s (%s)", restore.description, why)
+                self.journal.facts[f"restored: {restore.description}"] = why
+            self.restores.pop(key, None)
+
+    def explain_stop(self) -> None:
+        """After a stop: what had been changed, and how to carry on."""
+        if self.dry_run or not self.memory.actions:
+            return
+        self.journal.left_to_restore.append(
+            "Changes made before the stop: " + ", ".join(self.memory.actions) + ". Run the flow "
+            f"again with upgrade_id {self.upgrade_id!r} to carry on from here: changes already "
+            "made and sign-offs already given are not repeated."
+        )
+
+    def summary(self) -> dict[str, Any]:
+        """The run's result, as the flow returns it."""
+        return {
+            "site": self.site.name,
+            "upgrade_id": self.upgrade_id,
+            "dry_run": self.dry_run,
+            "message": self.journal.final_message,
+            "short": self.journal.facts.get("CSCs short of their expected state", []),
+            "plan": self.journal.plan,
+            "left_to_restore": self.journal.left_to_restore,
+        }
+
+    # --- reports -------------------------------------------------------------------------------
+
+    async def table(self, name: str, rows: list[dict[str, Any]], description: str = "") -> None:
+        """Record a table in the report and publish it as a table artifact."""
+        self.journal.tables[name] = rows
+        with contextlib.suppress(Exception):
+            await acreate_table_artifact(
+                table=rows,
+                key=artifact_key(self.flow, self.site.name, name),
+                description=description or name,
+            )
+
+    async def publish_report(self) -> str:
+        markdown = self.journal.render_markdown()
+        with contextlib.suppress(Exception):
+            await acreate_markdown_artifact(
+                markdown=markdown,
+                key=artifact_key(self.flow, self.site.name, "report"),
+                description=f"{self.flow} at {self.site.name}: the upgrade report",
+            )
+        with contextlib.suppress(Exception):
+            await self.progress(100.0, "done")
+        return markdown
+
+
+def aborted_message(exc: UpgradeAborted) -> str:
+    return f"Aborted by {exc.record.operator} at '{exc.record.title}'"

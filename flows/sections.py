@@ -1,0 +1,642 @@
+"""The sections of the procedure, as Prefect subflows that every upgrade flow is built from.
+
+Each section is named as the procedure names it, so the run graph reads like
+``deploying-the-upgrade.txt``: preconditions, shut down the control system, clean up, update
+configurations, deploy. A section reaches its run through `flows.run.current_run`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from typing import Any, Literal
+
+import anyio
+from prefect import flow
+
+from blocks.site import CscEntry, CscName, State
+from clients.lag import LagReport
+from clients.registry import CompatibilityLevel
+from clients.sal import CscStatus, StateWaitTimeout, gone
+from clients.sal.scripts import ScriptOutcome, ScriptQueueExited
+from clients.slack import Audience
+from flows.journal import StepHandle
+from flows.preflight import preflight
+from flows.run import Restore, UpgradeRun, current_run
+from flows.signoff import SignOff
+from flows.tasks import (
+    consumer_lag,
+    csc_statuses,
+    get_compatibility,
+    k8s_cleanup_all,
+    k8s_cleanup_nublado,
+    out_of_sync_report,
+    resume_queue,
+    run_script,
+    scale_deployments,
+    set_compatibility,
+    set_csc_state,
+    state_rows,
+    sync_application,
+)
+
+__all__ = [
+    "PhalanxSignOff",
+    "clean_up",
+    "deploy",
+    "preconditions",
+    "shut_down_control_system",
+    "update_configurations",
+]
+
+SyncSasquatch = Literal["auto", "yes", "no"]
+
+
+class PhalanxSignOff(SignOff):
+    """The Phalanx gate also asks for the merged pull request."""
+
+    phalanx_pr_url: str = ""
+
+
+def _expected(run: UpgradeRun) -> dict[CscName, State]:
+    return {entry.name: entry.expected_state for entry in run.site.cscs}
+
+
+async def record_states(run: UpgradeRun, name: str) -> None:
+    """A table of every CSC's state and heartbeat, for the report and the UI."""
+    names = [entry.name for entry in run.site.cscs]
+    statuses = await csc_statuses(names, run.site.timeouts.heartbeat_window_s)
+    await run.table(name, state_rows(statuses, _expected(run)), f"CSC states: {name}")
+
+
+# --- preconditions -------------------------------------------------------------------------------
+
+
+@flow(name="preconditions")
+async def preconditions() -> None:
+    """Everything checked before the first change; Summit-only sign-offs."""
+    run = current_run()
+    async with run.step("preconditions", "preflight", "Services answer; right cluster") as step:
+        problems = await preflight(run)
+        step.note("all services answer" if not problems else "; ".join(problems))
+    if run.site.is_summit:
+        async with run.step("preconditions", "m2-closed-loop", "M2 in closed loop"):
+            await run.gate(
+                "m2-closed-loop",
+                "M2 switched to closed-loop control from its EUI",
+                "Ask in #summit-simonyitel or #summit-control-room for M2 to be switched to "
+                "closed-loop control from the EUI. **Next:** the Watcher goes OFFLINE and "
+                "`system_wide_shutdown.py` runs.",
+            )
+        async with run.step("preconditions", "hardware-experts", "Hardware experts consulted"):
+            await run.gate(
+                "hardware-experts",
+                "Camera, cold, cryo and vacuum experts consulted",
+                "Upgrading systems that control hardware — the camera CCD, cold, cryo and vacuum "
+                "systems — must be coordinated with their experts. Proceed once they agree.",
+            )
+
+
+# --- shut down -----------------------------------------------------------------------------------
+
+
+def _ignored(run: UpgradeRun, entry: CscEntry) -> bool:
+    return entry.name.name in run.site.shutdown.ignore
+
+
+def _shutdown_targets(run: UpgradeRun) -> list[CscName]:
+    return [entry.name for entry in run.site.cscs if not _ignored(run, entry)]
+
+
+@flow(name="shut down the control system")
+async def shut_down_control_system(reason: str) -> None:
+    """Watcher first, system_wide_shutdown.py, the ScriptQueues last, stragglers, confirmed."""
+    run = current_run()
+    section = "shut down"
+    await record_states(run, "before shutdown")
+    async with run.step(section, "watcher-offline", "Watcher OFFLINE first") as step:
+        await _watcher_offline(run, step)
+    async with run.step(section, "system-wide-shutdown", "system_wide_shutdown.py") as step:
+        await _system_wide_shutdown(run, step, reason)
+    async with run.step(
+        section, "queues-offline", "ScriptQueues OFFLINE, running one last"
+    ) as step:
+        await _queues_offline(run, step)
+    async with run.step(section, "stragglers", "Stragglers OFFLINE in parallel") as step:
+        await _stragglers_offline(run, step)
+    async with run.step(section, "confirm-shutdown", "Confirmed by heartbeats") as step:
+        await _confirm_shutdown(run, step)
+    await record_states(run, "after shutdown")
+
+
+async def _watcher_offline(run: UpgradeRun, step: StepHandle) -> None:
+    site = run.site
+    watcher = CscName(name="Watcher", index=0)
+    if watcher not in {entry.name for entry in site.cscs}:
+        step.skip("the site has no Watcher")
+        return
+    window = site.timeouts.heartbeat_window_s
+    statuses = await csc_statuses([watcher], window)
+    if not statuses[watcher].alive(window):
+        step.skip("the Watcher is not running")
+        return
+    await run.act(
+        "watcher-offline",
+        "Send the Watcher OFFLINE (before anything else, to avoid a flurry of alarms)",
+        lambda: set_csc_state(watcher, State.OFFLINE, site.timeouts.transition_s),
+    )
+
+
+async def _system_wide_shutdown(run: UpgradeRun, step: StepHandle, reason: str) -> None:
+    site, shutdown = run.site, run.site.shutdown
+    config: dict[str, Any] = {
+        "user": run.operator_name(),
+        "reason": reason,
+        "start_with": shutdown.start_with,
+        "ignore": shutdown.ignore,
+    }
+    if shutdown.end_with:
+        config["end_with"] = shutdown.end_with
+    result = await run.act(
+        "system-wide-shutdown",
+        f"Run system_wide_shutdown.py on ScriptQueue:{shutdown.queue} with {config}",
+        lambda: run_script(
+            shutdown.queue, "system_wide_shutdown.py", config, site.timeouts.shutdown_script_s
+        ),
+    )
+    if result is None:
+        return
+    step.note(f"script {result.script_index} {result.outcome.value}")
+    if result.outcome is ScriptOutcome.CONFIGURE_FAILED:
+        raise RuntimeError(
+            "system_wide_shutdown.py refused its configuration: check the site file's "
+            f"shutdown section ({config})"
+        )
+    if not result.ok:
+        # A failed script pauses its queue; the stragglers step deals with what is left.
+        await resume_queue(shutdown.queue)
+        step.note("queue resumed; stragglers are sent OFFLINE next")
+
+
+async def _queues_offline(run: UpgradeRun, step: StepHandle) -> None:
+    site, shutdown = run.site, run.site.shutdown
+    config = {
+        "data": [[f"ScriptQueue:{q}", "OFFLINE"] for q in shutdown.queue_offline_order()],
+        # The Watcher is gone: muting alarms would block for an hour per CSC.
+        "mute_alarms": False,
+    }
+    try:
+        result = await run.act(
+            "queues-offline",
+            f"Run set_summary_state.py on ScriptQueue:{shutdown.queue} with {config}",
+            lambda: run_script(
+                shutdown.queue, "set_summary_state.py", config, site.timeouts.shutdown_script_s
+            ),
+        )
+    except ScriptQueueExited:
+        # The queue that ran the script went OFFLINE with it: the heartbeats say the rest.
+        step.note("the queue running the script exited with it")
+        return
+    if result is not None:
+        step.note(f"script {result.script_index} {result.outcome.value}")
+
+
+async def _confirm_shutdown(run: UpgradeRun, step: StepHandle) -> None:
+    site = run.site
+    if run.dry_run:
+        run.journal.planned("Confirm by heartbeats that every CSC but the ignored ones is gone")
+        return
+    targets = _shutdown_targets(run)
+    window = site.timeouts.heartbeat_window_s
+    board = await run.board()
+    try:
+        await board.wait_for(gone(window), targets, deadline_s=window * 3)
+    except StateWaitTimeout as exc:
+        raise RuntimeError(f"still heartbeating after the shutdown: {exc}") from None
+    kept = [str(e.name) for e in site.cscs if _ignored(run, e)]
+    step.note(
+        f"{len(targets)} CSCs silent" + (f"; kept running: {', '.join(kept)}" if kept else "")
+    )
+
+
+async def _stragglers_offline(run: UpgradeRun, step: StepHandle) -> None:
+    site = run.site
+    targets = _shutdown_targets(run)
+    statuses = await csc_statuses(targets, site.timeouts.heartbeat_window_s)
+    alive = [csc for csc, s in statuses.items() if s.alive(site.timeouts.heartbeat_window_s)]
+    if not alive:
+        step.note("none")
+        return
+    await run.services.sal.prepare_commands({csc.name for csc in alive})
+    limiter = anyio.CapacityLimiter(site.csc_parallelism)
+    failures: list[str] = []
+
+    async def offline(csc: CscName) -> None:
+        async with limiter:
+            try:
+                await run.act(
+                    f"offline-{csc}",
+                    f"Send {csc} OFFLINE",
+                    lambda: set_csc_state(csc, State.OFFLINE, site.timeouts.transition_s),
+                )
+            except Exception as exc:  # noqa: BLE001 - every straggler is tried; all are reported
+                failures.append(f"{csc}: {exc}")
+
+    await asyncio.gather(*(offline(csc) for csc in alive))
+    step.note(f"{len(alive)} sent OFFLINE: {', '.join(map(str, alive))}")
+    if failures:
+        raise RuntimeError("could not send OFFLINE: " + "; ".join(failures))
+
+
+# --- clean up ------------------------------------------------------------------------------------
+
+
+@flow(name="clean up")
+async def clean_up() -> None:
+    """Camera bridges, bare metal, lag drained, CSC Jobs and Nublado deleted, telegraf to 0."""
+    run = current_run()
+    site = run.site
+    section = "clean up"
+    async with run.step(section, "camera-bridges", "Camera bridges stopped"):
+        await run.gate(
+            "camera-bridges",
+            "Camera bridges stopped on the mcm machines",
+            "Log into the mcm machines and stop the bridges with `sudo systemctl stop`. "
+            "**Next:** the camera upgrade team is told the system is ready for Stage 1.",
+        )
+    async with run.step(section, "camera-stage-1", "Camera team told: Stage 1"):
+        await run.notify(
+            f"{site.title}: the control system is down — ready for camera upgrade Stage 1.",
+            audience=Audience.CAMERA,
+        )
+    if site.is_summit:
+        async with run.step(section, "bare-metal-shutdown", "Bare-metal deployments shut down"):
+            await run.gate(
+                "bare-metal-shutdown",
+                "Bare-metal deployments shut down and cleaned up",
+                "Shut down and clean up the bare-metal deployments. **Next:** the flow waits "
+                "for telegraf and the LOVE producers to finish consuming.",
+            )
+    async with run.step(section, "lag-drained", "telegraf and LOVE producers drained") as step:
+        await _wait_for_lag_drained(run, step, "lag before cleanup")
+    async with run.step(section, "cleanup-all", "CSC Jobs deleted (cleanup_all)") as step:
+        report = await run.act(
+            "cleanup-all",
+            "Delete the CSC Jobs as cleanup_all does: "
+            + ", ".join(site.cleanup.job_namespaces)
+            + f"; OCPS jobs in {site.cleanup.uws_namespace}; LOVE's deployments, jobs and HPAs",
+            k8s_cleanup_all,
+        )
+        if report is not None:
+            step.note(f"{report.jobs_deleted} jobs deleted")
+    async with run.step(section, "cleanup-nublado", "Nublado user namespaces deleted") as step:
+        deleted = await run.act(
+            "cleanup-nublado",
+            f"Delete the namespaces labelled {site.cleanup.nublado_selector}",
+            k8s_cleanup_nublado,
+        )
+        if deleted is not None:
+            step.note(f"{len(deleted.deleted)} namespaces")
+    async with run.step(section, "telegraf-down", "telegraf scaled to 0") as step:
+        await _telegraf_to_zero(run, step)
+
+
+def backlog_left(start: LagReport, now: LagReport) -> int:
+    """Messages that were waiting when ``start`` was measured and are still not consumed.
+
+    New messages (the heartbeats of the CSCs kept running) do not count: draining means the
+    consumers got through what was in the topics, not that nothing new arrives.
+    """
+    target = {
+        (group.group, row.topic, row.partition): row.end
+        for group in start.groups
+        for row in group.partitions
+    }
+    left = 0
+    for group in now.groups:
+        if group.stale:
+            continue  # nobody consumes for it: waiting would never end (kt counts it anyway)
+        for row in group.partitions:
+            end = target.get((group.group, row.topic, row.partition))
+            if end is not None:
+                left += max(0, end - row.committed)
+    return left
+
+
+async def _wait_for_lag_drained(run: UpgradeRun, step: StepHandle, table: str) -> None:
+    site = run.site
+    prefixes = (site.telegraf.group_prefix, site.love_producers.group_prefix)
+    deadline = anyio.current_time() + site.timeouts.lag_drain_s
+    start = [await consumer_lag(prefix) for prefix in prefixes]
+    while True:
+        reports = [await consumer_lag(prefix) for prefix in prefixes]
+        remaining = {
+            now.prefix: backlog_left(first, now) for first, now in zip(start, reports, strict=True)
+        }
+        if all(left <= site.lag_tolerance for left in remaining.values()):
+            break
+        if anyio.current_time() >= deadline:
+            await run.table(table, _lag_rows(reports))
+            await run.gate(
+                "lag-not-drained",
+                "Consumer lag has not drained",
+                f"After {site.timeouts.lag_drain_s:.0f} s the consumers still have to read: "
+                + ", ".join(f"{p}*: {left} messages" for p, left in remaining.items())
+                + ". Old messages left in a topic can keep the LOVE producers and telegraf "
+                "from starting after a schema change. Proceed anyway, or abort.",
+            )
+            break
+        await asyncio.sleep(1.0)
+    await run.table(table, _lag_rows(reports))
+    step.note(", ".join(f"{p}* lag {r.total_lag}" for p, r in zip(prefixes, reports, strict=True)))
+
+
+def _lag_rows(reports: Iterable[LagReport]) -> list[dict[str, Any]]:
+    return [
+        {
+            "group": group.group,
+            "lag": group.lag,
+            "unknown partitions": len(group.unknown_partitions),
+            "stale": group.stale,
+        }
+        for report in reports
+        for group in report.groups
+    ]
+
+
+async def _telegraf_to_zero(run: UpgradeRun, step: StepHandle) -> None:
+    site = run.site
+    telegraf = site.telegraf
+    if not run.dry_run:
+        deployments = await run.services.kubernetes.list_deployments(
+            telegraf.namespace, selector=telegraf.selector
+        )
+        before = {d.name: d.replicas for d in deployments}
+        before = await run.remember_fact("telegraf replicas before", before)
+        replicas = max(before.values(), default=1) or 1
+        run.on_failure_restore(
+            Restore(
+                key="telegraf",
+                description=f"telegraf connectors back to {replicas} replica(s)",
+                manual=f"kubectl scale deploy -n {telegraf.namespace} --selector "
+                f"{telegraf.selector} --replicas={replicas}",
+                action=lambda: scale_deployments(telegraf.namespace, telegraf.selector, replicas),
+            )
+        )
+    changes = await run.act(
+        "telegraf-to-0",
+        f"Scale the telegraf connectors ({telegraf.selector}) in {telegraf.namespace} to 0",
+        lambda: scale_deployments(telegraf.namespace, telegraf.selector, 0),
+    )
+    if changes is not None:
+        step.note(f"{sum(c.changed for c in changes)} connectors scaled to 0")
+
+
+# --- update configurations -----------------------------------------------------------------------
+
+
+@flow(name="update configurations")
+async def update_configurations(breaks_schema_compatibility: bool) -> None:
+    """Phalanx merged, bare-metal configuration, camera Stage 2, registry compatibility NONE."""
+    run = current_run()
+    site = run.site
+    section = "update configurations"
+    async with run.step(
+        section, "phalanx", "Phalanx PR merged; configuration branches pushed"
+    ) as step:
+        answer = await run.gate(
+            "phalanx-merged",
+            "Phalanx PR merged and configuration branches pushed",
+            "Make sure the Phalanx branch (lsst-sqre/phalanx) has every update, create its PR "
+            "and merge it; every other configuration repository must have its commits on "
+            "branches pushed to GitHub. Give the PR's URL. **Next:** "
+            + (
+                "the registry's compatibility is set to NONE, then "
+                if breaks_schema_compatibility
+                else ""
+            )
+            + "Argo CD syncs the applications.",
+            input_model=PhalanxSignOff,
+        )
+        if answer.inputs.get("phalanx_pr_url"):
+            step.note(answer.inputs["phalanx_pr_url"])
+            run.journal.facts["Phalanx PR"] = answer.inputs["phalanx_pr_url"]
+    if site.is_summit:
+        async with run.step(
+            section, "bare-metal-configuration", "Bare-metal configurations updated"
+        ):
+            await run.gate(
+                "bare-metal-configuration",
+                "Configuration repositories updated on the bare-metal machines",
+                "Update the T&S configuration repositories on the bare-metal deployments (DM "
+                "and Camera are handled by their system principals).",
+            )
+    async with run.step(section, "camera-stage-2", "Camera team told: Stage 2"):
+        await run.notify(
+            f"{site.title}: configurations are updated; the camera upgrade can go on to Stage 2.",
+            audience=Audience.CAMERA,
+        )
+    if breaks_schema_compatibility:
+        async with run.step(section, "registry-none", "Schema registry compatibility NONE") as step:
+            await _registry_to_none(run, step)
+
+
+async def _registry_to_none(run: UpgradeRun, step: StepHandle) -> None:
+    if run.dry_run:
+        run.journal.planned("Record the schema registry's compatibility, then set it to NONE")
+        return
+    level = CompatibilityLevel(
+        await run.remember_fact("registry compatibility before", (await get_compatibility()).value)
+    )
+    run.on_failure_restore(
+        Restore(
+            key="registry",
+            description=f"schema registry compatibility back to {level.value}",
+            manual="rubin-upgrade registry --site-file <site file> compatibility --set "
+            + level.value,
+            action=lambda: set_compatibility(level),
+        )
+    )
+    await run.act(
+        "registry-none",
+        f"Set the schema registry's compatibility from {level.value} to NONE",
+        lambda: set_compatibility(CompatibilityLevel.NONE),
+    )
+    step.note(f"{level.value} -> NONE")
+
+
+# --- deploy --------------------------------------------------------------------------------------
+
+
+@flow(name="deploy")
+async def deploy(sync_sasquatch: SyncSasquatch, nublado_available_after: bool) -> None:
+    """Argo CD syncs in the site's order, CSCs back, telegraf back, registry restored."""
+    run = current_run()
+    site = run.site
+    section = "deploy"
+    if site.is_summit:
+        async with run.step(section, "ess-controllers", "ESS controllers updated"):
+            await run.gate(
+                "ess-controllers", "ESS controllers updated", "Update the ESS controllers."
+            )
+        async with run.step(section, "crios", "cRIOs updated"):
+            await run.gate(
+                "crios",
+                "cRIOs updated",
+                "Update the cRIOs (MTM1M3, MTM1M3TS, MTVMS:1..3) if not done already. **Next:** "
+                "Argo CD syncs science-platform, nublado, sasquatch and the telescope apps.",
+            )
+    for app in site.argocd.platform_apps:
+        await sync_app(run, section, app)
+    await _sync_sasquatch(run, section, sync_sasquatch)
+    for app in site.argocd.sync_order:
+        await sync_app(run, section, app)
+    if site.is_summit:
+        async with run.step(section, "bare-metal-startup", "Bare-metal services started"):
+            await run.gate(
+                "bare-metal-startup",
+                "Services on the bare-metal deployments started",
+                "Start the services on the bare-metal deployments. **Next:** the flow waits "
+                f"up to {site.timeouts.bring_up_s / 60:.0f} min for every CSC to reach its state.",
+            )
+    await wait_for_bring_up(run, section)
+    async with run.step(section, "telegraf-up", "telegraf back and consuming") as step:
+        await telegraf_back(run, step)
+    if "registry" in run.restores or "registry compatibility before" in run.memory.facts:
+        async with run.step(
+            section, "registry-restore", "Schema registry compatibility restored"
+        ) as step:
+            await restore_registry(run, step)
+    await record_states(run, "after bring-up")
+    if nublado_available_after:
+        async with run.step(section, "nublado-available", "Folks told Nublado is available"):
+            await run.notify(f"{site.title}: the upgrade is deployed — Nublado can be used again.")
+
+
+async def sync_app(run: UpgradeRun, section: str, app: str) -> None:
+    async with run.step(section, f"sync-{app}", f"Argo CD sync {app}") as step:
+        revision = await run.act(
+            f"sync-{app}", f"Sync {app} in Argo CD", lambda: sync_application(app)
+        )
+        if revision is not None:
+            step.note(f"revision {revision}" if revision else "synced")
+            run.journal.facts.setdefault("applications synced", [])
+            run.journal.facts["applications synced"].append(f"{app} @ {revision or '?'}")
+
+
+async def _sync_sasquatch(run: UpgradeRun, section: str, mode: SyncSasquatch) -> None:
+    app = run.site.argocd.sasquatch_app
+    if mode == "no":
+        async with run.step(section, f"sync-{app}", f"Argo CD sync {app}") as step:
+            step.skip("not asked for")
+        return
+    if mode == "auto":
+        async with run.step(section, f"diff-{app}", f"What syncing {app} would change") as step:
+            report = await out_of_sync_report(app)
+            rows = [
+                {"resource": str(r.resource), "change": "; ".join(r.changes) or "differs"}
+                for r in report.resources
+            ]
+            await run.table(f"{app} out of sync", rows or [{"resource": "-", "change": "in sync"}])
+            step.note(report.render().splitlines()[0])
+        if report.in_sync:
+            async with run.step(section, f"sync-{app}", f"Argo CD sync {app}") as step:
+                step.skip("already in sync")
+            return
+    await sync_app(run, section, app)
+
+
+async def wait_for_bring_up(
+    run: UpgradeRun, section: str, cscs: Iterable[CscEntry] | None = None
+) -> list[str]:
+    """Wait up to the site's budget for the CSCs to reach their expected states; report the
+    stragglers on Slack rather than fail (the procedure: report, then carry on)."""
+    site = run.site
+    entries = list(cscs if cscs is not None else site.cscs)
+    async with run.step(section, "bring-up", "CSCs in their expected states") as step:
+        if run.dry_run:
+            run.journal.planned(
+                f"Wait up to {site.timeouts.bring_up_s:.0f} s for {len(entries)} CSCs to reach "
+                "their expected states"
+            )
+            return []
+        by_state: dict[State, list[CscName]] = {}
+        for entry in entries:
+            by_state.setdefault(entry.expected_state, []).append(entry.name)
+        deadline = anyio.current_time() + site.timeouts.bring_up_s
+        short: list[str] = []
+        board = await run.board()
+        window = site.timeouts.heartbeat_window_s
+        for state, names in by_state.items():
+            remaining = max(0.0, deadline - anyio.current_time())
+            # Alive too: a CSC that never reports OFFLINE still shows its last state when gone.
+            up = _state_and_alive(state, window)
+            try:
+                await board.wait_for(up, names, deadline_s=remaining)
+            except StateWaitTimeout as exc:
+                short += [f"{csc} ({status})" for csc, status in exc.short.items()]
+        if short:
+            step.note(f"{len(short)} short: " + ", ".join(short))
+            run.journal.facts["CSCs short of their expected state"] = short
+            await run.notify(
+                f":warning: {site.title}: after {site.timeouts.bring_up_s / 60:.0f} min, "
+                f"{len(short)} CSC(s) are not in their expected state: " + ", ".join(short)
+            )
+        else:
+            step.note(f"all {len(entries)} CSCs in their expected states")
+        return short
+
+
+def _state_and_alive(state: State, window_s: float) -> Callable[[CscStatus], bool]:
+    def test(status: CscStatus) -> bool:
+        return status.state is state and status.alive(window_s)
+
+    return test
+
+
+async def telegraf_back(run: UpgradeRun, step: StepHandle) -> None:
+    site = run.site
+    telegraf = site.telegraf
+    before = run.memory.facts.get("telegraf replicas before") or {}
+    replicas = max(before.values(), default=1) or 1
+    changes = await run.act(
+        "telegraf-back",
+        f"Scale the telegraf connectors back to {replicas}",
+        lambda: scale_deployments(telegraf.namespace, telegraf.selector, replicas),
+    )
+    run.restored("telegraf")
+    if changes is None:
+        return
+    # Consuming again means getting through what piled up while it was scaled to 0.
+    deadline = anyio.current_time() + site.timeouts.lag_drain_s
+    start = await consumer_lag(telegraf.group_prefix)
+    while True:
+        report = await consumer_lag(telegraf.group_prefix)
+        if report.groups and backlog_left(start, report) <= site.lag_tolerance:
+            break
+        if anyio.current_time() >= deadline:
+            await run.notify(
+                f":warning: {site.title}: telegraf is back but has not caught up "
+                f"({backlog_left(start, report)} messages) within the drain budget: check "
+                "Chronograf."
+            )
+            break
+        await asyncio.sleep(1.0)
+    await run.table("lag after bring-up", _lag_rows([report]))
+    step.note(f"{len(changes)} connectors at {replicas}; telegraf lag {report.total_lag}")
+
+
+async def restore_registry(run: UpgradeRun, step: StepHandle) -> None:
+    recorded = run.memory.facts.get("registry compatibility before")
+    if recorded is None:
+        step.skip("the compatibility was not changed")
+        return
+    level = CompatibilityLevel(recorded)
+    await run.act(
+        "registry-restore",
+        f"Set the schema registry's compatibility back to {level.value}",
+        lambda: set_compatibility(level),
+    )
+    run.restored("registry")
+    run.journal.facts["registry compatibility after"] = (await get_compatibility()).value
+    step.note(f"NONE -> {level.value}")
