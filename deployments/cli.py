@@ -24,6 +24,7 @@ _COMMAND_MODULES = (
     "deployments.cli_registry",
     "deployments.cli_status",
     "deployments.cli_lag",
+    "deployments.cli_signoff",
 )
 
 

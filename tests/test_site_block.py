@@ -52,3 +52,36 @@ def test_check_command_reports_bad_file(tmp_path: Path, capsys: pytest.CaptureFi
     assert "(ESS:abc).name" in err
     assert main(["site", "check", "--site-file", str(SITES / "bts.yaml")]) == 0
     assert "106 CSCs (104 Kubernetes Jobs)" in capsys.readouterr().out
+
+
+@pytest.mark.usefixtures("prefect_server")
+async def test_sign_off_command_refuses_a_run_that_is_not_paused(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import argparse
+
+    from prefect import flow
+
+    from deployments.cli_signoff import run
+
+    @flow(name="finishes-at-once")
+    async def finishes() -> int:
+        return 1
+
+    state = await finishes(return_state=True)
+    args = argparse.Namespace(
+        run=str(state.state_details.flow_run_id),
+        gate=None,
+        operator="alice",
+        decision="proceed",
+        confirm_site="sim",
+        notes="",
+        phalanx_pr_url=None,
+    )
+    assert await run(args) == 1
+    err = capsys.readouterr().err
+    assert "not signed off" in err
+    assert "is not paused at a sign-off (it is Completed)" in err
+    args.run = "no-run-has-this-name"
+    assert await run(args) == 1
+    assert "0 flow runs are named 'no-run-has-this-name'" in capsys.readouterr().err
