@@ -237,18 +237,32 @@ class Worker:
             process.kill()
             await process.wait()
 
-    async def run(self, params: dict[str, Any]) -> dict[str, Any]:
+    async def run(self, params: dict[str, Any], *, timeout_s: float) -> dict[str, Any]:
         """Run the task once with ``params`` (JSON) and return its answer.
 
         Raises
         ------
         WorkerError
-            The worker failed; its stderr's tail is in the message.
+            The worker failed, or did not finish within ``timeout_s`` (it is then asked for
+            its stack, which the message carries, and killed).
         """
         process = self._process
         if process is None or process.returncode is not None:
             raise WorkerError(f"the {self.task} worker is not running")
-        out, err = await process.communicate(json.dumps(params).encode())
+        try:
+            out, err = await asyncio.wait_for(
+                process.communicate(json.dumps(params).encode()), timeout_s
+            )
+        except TimeoutError:
+            process.send_signal(signal.SIGUSR1)
+            await asyncio.sleep(1.0)
+            process.kill()
+            assert process.stderr is not None
+            err = await process.stderr.read()
+            raise WorkerError(
+                f"bench.worker {self.task} did not finish within {timeout_s:g} s; its stack: "
+                + err.decode(errors="replace")[-4000:]
+            ) from None
         code = await process.wait()
         if code != 0:
             raise WorkerError(

@@ -29,7 +29,17 @@ from confluent_kafka import ConsumerGroupTopicPartitions
 from confluent_kafka import TopicPartition as ConfluentTopicPartition
 from confluent_kafka.admin import AdminClient
 
-from bench.harness import ROOT, Figure, Options, Target, Worker, at_least, at_most, median
+from bench.harness import (
+    ROOT,
+    Figure,
+    Options,
+    Target,
+    Worker,
+    WorkerError,
+    at_least,
+    at_most,
+    median,
+)
 from blocks.site import SiteConfig, load_site_file
 from clients.sal.codec import topic_name
 from clients.sal.kafka import KafkaSettings
@@ -199,9 +209,13 @@ async def figures(options: Options) -> AsyncIterator[Figure]:
             "prefixes": list(plan.prefixes),
             "rounds": rounds,
         }
-        kt = await kt_worker.run(params)
+        kt = await kt_worker.run(params, timeout_s=60 + 30 * rounds)
         options.note("lag: baseline measured")
-        ours = await ours_worker.run(params)
+        try:
+            ours = await ours_worker.run(params, timeout_s=60 + 30 * rounds)
+        except WorkerError as exc:
+            # Ours hanging is a result too: its figure fails.
+            ours = {"error": str(exc)}
         options.note("lag: ours measured")
     if "error" in kt:
         raise RuntimeError(f"kafka-tools' algorithm failed: {kt['error']}")
@@ -234,7 +248,7 @@ async def figures(options: Options) -> AsyncIterator[Figure]:
     )
     yield Figure(
         "memory-lag-summit",
-        ours["rss_kib"] / 1024,
+        ours["rss_kib"] / 1024 if "rss_kib" in ours else math.nan,
         "MiB",
         kt["rss_kib"] / 1024,
         detail="growth of the worker's peak RSS over its rounds (ru_maxrss)",

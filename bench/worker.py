@@ -10,7 +10,8 @@ Kafka error): what it measured before that stays in the answer. Tasks:
 - ``sweep-ours``: a cold `SalClient` (and registry client) per round reads every CSC's summary
   state (``state_rounds`` times), then states and heartbeat liveness (`SalClient.statuses`,
   ``rounds`` times);
-- ``sweep-naive``: the baseline, one consumer per CSC topic read in turn (`naive_sweep`);
+- ``sweep-naive``: the baseline, one consumer per CSC topic read in turn (`naive_sweep`), on
+  all the CSCs or on a sample, then scaled to all;
 - ``lag-ours``: per round, a cold `ConsumerLagClient` measures each family in turn;
 - ``lag-kt``: the baseline, kafka-tools' algorithm (`kt_lag`), one new AdminClient per family as
   each ``kt consumers <site> lag`` run makes.
@@ -20,8 +21,10 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import faulthandler
 import gc
 import json
+import signal
 import sys
 import time
 from collections.abc import Callable, Coroutine
@@ -123,17 +126,23 @@ async def naive_latest(
 
 
 async def naive_sweep(
-    kafka: KafkaSettings, registry_url: str, names: list[CscName], window_s: float
+    kafka: KafkaSettings,
+    registry_url: str,
+    names: list[CscName],
+    window_s: float,
+    durations: list[float] | None = None,
 ) -> Sweep:
     """The baseline: every CSC in turn, a consumer per topic (summaryState, then heartbeat).
 
     One registry client serves the whole sweep, so each schema is fetched once: kinder to the
-    baseline than one salobj Remote per CSC, which would fetch its own.
+    baseline than one salobj Remote per CSC, which would fetch its own. ``durations`` gets the
+    seconds each CSC took.
     """
     found: Sweep = {}
     async with SchemaRegistryClient(registry_url) as registry:
         codec = SalCodec(registry)
         for csc in names:
+            started = time.perf_counter()
             record = await naive_latest(kafka, topic_name("sal", csc.name, _STATE), csc.index)
             state = None
             if record is not None:
@@ -144,17 +153,32 @@ async def naive_sweep(
             if beat is not None and time.time() - beat.timestamp / 1000 <= window_s:
                 age = max(time.time() - beat.timestamp / 1000, 0.0)
             found[str(csc)] = [state, age]
+            if durations is not None:
+                durations.append(time.perf_counter() - started)
     return found
 
 
 async def sweep_naive(params: dict[str, Any], answer: dict[str, Any]) -> None:
+    """Time the naive sweep of ``names``; ``seconds`` is scaled to ``total`` CSCs.
+
+    When ``names`` is a sample, each CSC left out adds what a CSC after the first took on
+    average: costs paid once (the first connection, the first schema) are not multiplied.
+    """
     names = [parse_csc_name(n) for n in params["names"]]
+    total = int(params.get("total", len(names)))
     kafka = KafkaSettings(bootstrap_servers=params["bootstrap"])
     seconds: list[float] = answer.setdefault("seconds", [])
+    sampled: list[float] = answer.setdefault("sample_seconds", [])
     for _ in range(int(params["rounds"])):
+        durations: list[float] = []
         started = time.perf_counter()
-        found = await naive_sweep(kafka, params["registry"], names, float(params["window_s"]))
-        seconds.append(time.perf_counter() - started)
+        found = await naive_sweep(
+            kafka, params["registry"], names, float(params["window_s"]), durations
+        )
+        elapsed = time.perf_counter() - started
+        steady = durations[1:] or durations
+        sampled.append(elapsed)
+        seconds.append(elapsed + (total - len(names)) * sum(steady) / len(steady))
         answer["found"] = found
 
 
@@ -236,6 +260,8 @@ TASKS: dict[str, Task] = {
 
 
 def main() -> None:
+    # The driver sends SIGUSR1 to a worker that overruns: its stack then shows where it hangs.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     task = TASKS[sys.argv[1]]
     params = json.loads(sys.stdin.read())
     gc.collect()
