@@ -254,14 +254,21 @@ class Worker:
                 process.communicate(json.dumps(params).encode()), timeout_s
             )
         except TimeoutError:
+            # The worker prints its threads' stacks on SIGUSR2, its asyncio tasks' on SIGUSR1
+            # (ending with where how many wait, which the message's tail keeps).
+            process.send_signal(signal.SIGUSR2)
+            await asyncio.sleep(0.5)
             process.send_signal(signal.SIGUSR1)
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(0.5)
             process.kill()
             assert process.stderr is not None
-            err = await process.stderr.read()
+            text = (await process.stderr.read()).decode(errors="replace")
+            waiting = [line for line in text.splitlines() if "task(s) waiting at" in line]
             raise WorkerError(
-                f"bench.worker {self.task} did not finish within {timeout_s:g} s; its stack: "
-                + err.decode(errors="replace")[-4000:]
+                f"bench.worker {self.task} did not finish within {timeout_s:g} s; "
+                + "; ".join(waiting[:8])
+                + "; the end of its stacks: "
+                + text[-3000:]
             ) from None
         code = await process.wait()
         if code != 0:

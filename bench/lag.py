@@ -252,4 +252,5 @@ async def figures(options: Options) -> AsyncIterator[Figure]:
         "MiB",
         kt["rss_kib"] / 1024,
         detail="growth of the worker's peak RSS over its rounds (ru_maxrss)",
+        error="" if "rss_kib" in ours else "not measured: the worker was stopped",
     )

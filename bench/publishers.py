@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Iterable
@@ -127,7 +128,8 @@ async def fleet(bootstrap: str, registry_url: str, site_file: str) -> None:
 
 
 async def _make_topics(kafka: KafkaSettings, components: list[str]) -> None:
-    admin = kafka.admin()
+    # tansu makes a few hundred topics a second, fewer on a busy machine: wait for it.
+    admin = dataclasses.replace(kafka, request_timeout_ms=120_000).admin()
     await admin.start()
     try:
         await admin.create_topics(
@@ -135,7 +137,8 @@ async def _make_topics(kafka: KafkaSettings, components: list[str]) -> None:
                 NewTopic(topic_name("sal", c, s), 1, 1, topic_configs={"cleanup.policy": "compact"})
                 for c in components
                 for s in (_STATE, _HEARTBEAT)
-            ]
+            ],
+            timeout_ms=120_000,
         )
     finally:
         await admin.close()

@@ -259,16 +259,36 @@ TASKS: dict[str, Task] = {
 }
 
 
+def _print_tasks() -> None:
+    """Print where how many tasks wait, then one stack per such place."""
+    places: dict[str, list[asyncio.Task[Any]]] = {}
+    for running in asyncio.all_tasks():
+        frames = running.get_stack()
+        where = f"{frames[-1].f_code.co_filename}:{frames[-1].f_lineno}" if frames else "-"
+        places.setdefault(where, []).append(running)
+    for where, tasks in sorted(places.items(), key=lambda item: -len(item[1])):
+        print(f"{len(tasks)} task(s) waiting at {where}", file=sys.stderr)
+    for tasks in places.values():
+        tasks[0].print_stack(file=sys.stderr)
+    sys.stderr.flush()
+
+
+async def _run(task: Task, params: dict[str, Any], answer: dict[str, Any]) -> None:
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _print_tasks)
+    await task(params, answer)
+
+
 def main() -> None:
-    # The driver sends SIGUSR1 to a worker that overruns: its stack then shows where it hangs.
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    # A worker that overruns gets SIGUSR2 (the stacks of its threads, for blocking code) and
+    # SIGUSR1 (of its asyncio tasks) before it is killed: the driver reports where it hung.
+    faulthandler.register(signal.SIGUSR2, all_threads=True)
     task = TASKS[sys.argv[1]]
     params = json.loads(sys.stdin.read())
     gc.collect()
     before = peak_rss_kib()
     answer: dict[str, Any] = {}
     try:
-        asyncio.run(task(params, answer))
+        asyncio.run(_run(task, params, answer))
     except (SalError, ConsumerLagError, KafkaError) as exc:
         # A failure of the measured code is a result (its targets fail), not a crash.
         answer["error"] = f"{type(exc).__name__}: {exc}"[:500]
