@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
@@ -40,3 +41,16 @@ class SiteCredentials(BaseModel):
     @classmethod
     def from_environment(cls, environ: Mapping[str, str] | None = None) -> SiteCredentials:
         return cls().with_environment(environ)
+
+    @classmethod
+    def from_env_file(cls, path: Path) -> SiteCredentials:
+        """The ``RUBIN_UPGRADE_<FIELD>=value`` lines of a file (as `rubin-upgrade sim` writes
+        beside its site file); other lines are ignored, and an absent file gives none."""
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return cls()
+        values = dict(
+            line.strip().split("=", 1) for line in text.splitlines() if "=" in line.strip()
+        )
+        return cls().with_environment(values)

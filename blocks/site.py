@@ -25,14 +25,20 @@ from pydantic import (
 
 __all__ = [
     "ArgoCdConfig",
+    "AuxTelTesting",
+    "AzEl",
     "CleanupConfig",
     "ConsumerSelector",
     "CscEntry",
     "CscName",
+    "IcrsTarget",
+    "ImageType",
     "KafkaConfig",
     "KubernetesConfig",
     "KubernetesPlacement",
     "LoveConfig",
+    "MainTelTesting",
+    "MinimalTestingConfig",
     "SchemaRegistryConfig",
     "ShutdownConfig",
     "SiteConfig",
@@ -40,6 +46,7 @@ __all__ = [
     "SlackConfig",
     "State",
     "StrimziConfig",
+    "Telescope",
     "Timeouts",
     "load_site_file",
     "parse_csc_name",
@@ -258,11 +265,118 @@ class Timeouts(_Strict):
     shutdown_script_s: float = Field(3600.0, gt=0)
     heartbeat_window_s: float = Field(5.0, gt=0, description="A CSC is alive if it beat within.")
     lag_drain_s: float = Field(600.0, gt=0)
+    poll_s: float = Field(
+        2.0,
+        gt=0,
+        le=60,
+        description="How often to ask again while waiting: Argo CD syncs, lag, sign-offs.",
+    )
     argocd_sync_s: float = Field(600.0, gt=0)
     sign_off_s: float = Field(86400.0, gt=0, description="Default wait for an operator.")
     sign_off_overrides_s: dict[str, float] = Field(
         default_factory=dict, description="Per sign-off key."
     )
+
+
+Telescope = Literal["auxtel", "maintel"]
+_TELESCOPES: tuple[Telescope, ...] = ("auxtel", "maintel")
+#: ``image_type`` values the take-image scripts accept (ts_observatory_control's image types).
+ImageType = Literal[
+    "BIAS",
+    "DARK",
+    "FLAT",
+    "OBJECT",
+    "ENGTEST",
+    "ACQ",
+    "CWFS",
+    "FOCUS",
+    "STUTTERED",
+    "INDOME",
+    "CBP",
+    "SFLAT",
+    "DFLAT",
+]
+
+
+class IcrsTarget(_Strict):
+    """``slew_icrs`` of ``auxtel/track_target.py``: right ascension in hours, dec in degrees."""
+
+    ra: float = Field(ge=0, le=24)
+    dec: float = Field(ge=-90, le=90)
+
+
+class AzEl(_Strict):
+    """A fixed pointing, in degrees."""
+
+    az: float = Field(ge=-360, le=360)
+    el: float = Field(ge=0, le=90)
+
+
+class _TelescopeTesting(_Strict):
+    queue: int = Field(description="The ScriptQueue index the telescope's scripts run on.")
+    takes_images: bool = Field(
+        True,
+        description="The site's camera produces images. Without, the camera steps (enable the "
+        "camera, load the playlist, prepare for on-sky's biases, take images) are left out.",
+    )
+    playlist: str = Field(description="The camera playlist loaded with run_command.py.")
+    nimages: int = Field(5, ge=1, description="How many images take_image takes.")
+    reason: str = "minimal_testing"
+
+
+class AuxTelTesting(_TelescopeTesting):
+    """AuxTel's minimal testing: the procedure's configurations (its "To get AT to track")."""
+
+    queue: int = 2
+    playlist: str = "bias"
+    slew_icrs: IcrsTarget = Field(default_factory=lambda: IcrsTarget(ra=18, dec=-20))
+    image_type: ImageType = "BIAS"
+    program: str = "IntegrationTesting"
+
+
+class MainTelTesting(_TelescopeTesting):
+    """MainTel's minimal testing: the procedure's configurations (its "To get MT to track")."""
+
+    queue: int = 1
+    playlist: str = "lsstcam-20250530"
+    raise_m1m3_at: AzEl | None = Field(
+        None,
+        description="Point here with maintel/point_azel.py before raising M1M3 (the test "
+        "stands: the raise hangs at low elevation); None: raise where the telescope is.",
+    )
+    target_name: str = "HD164461"
+    rot_value: float = 80.0
+    rot_type: Literal["Sky", "SkyAuto", "Parallactic", "PhysicalSky", "Physical"] = "PhysicalSky"
+    track_for: float = Field(30.0, ge=0)
+    exp_times: float = Field(30.0, ge=0)
+    image_type: ImageType = "ACQ"
+
+
+class MinimalTestingConfig(_Strict):
+    """What minimal testing does at this site: which telescopes, on which queues, with images
+    or not (the TTS tracks but takes no images)."""
+
+    telescopes: list[Telescope] = Field(
+        default_factory=lambda: list(_TELESCOPES),
+        description="The telescopes this site tests, in order.",
+    )
+    auxtel: AuxTelTesting = Field(default_factory=AuxTelTesting)
+    maintel: MainTelTesting = Field(default_factory=MainTelTesting)
+    script_timeout_s: float = Field(
+        1800.0, gt=0, description="One script, from add to its end (homing, opening the dome)."
+    )
+    ingest_timeout_s: float = Field(
+        300.0, gt=0, description="After the last image, for the OODS to ingest them all."
+    )
+
+    @field_validator("telescopes")
+    @classmethod
+    def _check_telescopes(cls, values: list[Telescope]) -> list[Telescope]:
+        _no_duplicates(values, "telescopes")
+        return values
+
+    def telescope(self, name: Telescope) -> AuxTelTesting | MainTelTesting:
+        return self.auxtel if name == "auxtel" else self.maintel
 
 
 class KubernetesPlacement(_Strict):
@@ -281,6 +395,11 @@ class CscEntry(_Strict):
     bare_metal: str | None = Field(None, description="Where it runs when not a Kubernetes Job.")
     expected_state: State = State.STANDBY
     never_reports_offline: bool = False
+    summary_state: bool = Field(
+        True,
+        description="False for a SAL component that beats but has no state machine (LOVE:0): "
+        "nothing to command; it comes and goes with its Job, and is back when it beats.",
+    )
 
     @field_validator("name", mode="before")
     @classmethod
@@ -338,6 +457,7 @@ class SiteConfig(_Strict):
         "still heartbeat, so lag hovers just above zero.",
     )
     timeouts: Timeouts = Field(default_factory=Timeouts)
+    minimal_testing: MinimalTestingConfig = Field(default_factory=MinimalTestingConfig)
     cscs: list[CscEntry]
 
     @field_validator("enable_after_bring_up")
@@ -382,6 +502,17 @@ class SiteConfig(_Strict):
         missing = sorted(str(q) for q in queues - set(seen))
         if missing:
             raise ValueError(f"shutdown.queues names {', '.join(missing)}, not in cscs")
+        return self
+
+    @model_validator(mode="after")
+    def _check_minimal_testing(self) -> Self:
+        names = {entry.name for entry in self.cscs}
+        for telescope in self.minimal_testing.telescopes:
+            queue = CscName(
+                name="ScriptQueue", index=self.minimal_testing.telescope(telescope).queue
+            )
+            if queue not in names:
+                raise ValueError(f"minimal_testing.{telescope}.queue: {queue} is not in cscs")
         return self
 
     def csc(self, name: CscName | str) -> CscEntry:

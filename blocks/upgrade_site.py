@@ -11,7 +11,7 @@ from pydantic import Field, SecretStr
 from blocks.credentials import SiteCredentials
 from blocks.site import SiteConfig
 
-__all__ = ["UpgradeSite", "load_site_block"]
+__all__ = ["UpgradeSite", "load_site_block", "save_site_block"]
 
 
 class UpgradeSite(Block):
@@ -42,6 +42,24 @@ class UpgradeSite(Block):
             kafka_sasl_password=self.kafka_sasl_password,
             slack_token=self.slack.token if self.slack is not None else None,
         ).with_environment()
+
+    @classmethod
+    def of(cls, site: SiteConfig, credentials: SiteCredentials) -> UpgradeSite:
+        """The block for ``site`` holding ``credentials`` in its secret fields."""
+        return cls(
+            site=site,
+            argocd_password=credentials.argocd_password,
+            love_password=credentials.love_password,
+            kafka_sasl_password=credentials.kafka_sasl_password,
+            slack=SlackCredentials(token=credentials.slack_token)
+            if credentials.slack_token
+            else None,
+        )
+
+
+async def save_site_block(site: SiteConfig, credentials: SiteCredentials, name: str) -> None:
+    """Save ``site`` with ``credentials`` as the `Rubin Upgrade Site` block ``name``."""
+    await UpgradeSite.of(site, credentials).asave(name, overwrite=True)
 
 
 async def load_site_block(name: str) -> UpgradeSite:

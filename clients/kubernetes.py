@@ -18,6 +18,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
@@ -88,6 +89,8 @@ _MERGE_PATCH = "application/merge-patch+json"
 _PAUSE_ANNOTATION = "strimzi.io/pause-reconciliation"
 _KAFKA = ("kafka.strimzi.io", "v1beta2", "kafkas")
 _POD_SETS = ("core.strimzi.io", "v1beta2", "strimzipodsets")
+# A label value this client puts into a selector it builds: no commas, spaces or operators.
+_LABEL_VALUE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
 
 # --- Errors -------------------------------------------------------------------------------------
@@ -912,6 +915,67 @@ class KubernetesClient:
                 namespace, propagation_policy=propagation_policy, **kwargs
             ),
         )
+
+    async def delete_class_jobs(
+        self,
+        namespace: str,
+        csc_class: str,
+        *,
+        cscs: list[str] | None = None,
+        propagation_policy: PropagationPolicy = "Foreground",
+    ) -> NamespaceCleanup:
+        """Delete the CSC Jobs of one ``csc-class`` in ``namespace``, as the procedure's
+        ``kubectl delete job -n <namespace> -l csc-class=<csc-class>`` does, then check that none
+        is left.
+
+        ``cscs`` narrows the deletion to those ``csc`` labels (chart aliases) of the class, so
+        that instances of the class that were not sent OFFLINE keep running. A namespace that
+        does not exist is nothing to clean (``namespace_found`` False).
+
+        Raises
+        ------
+        ValueError
+            ``csc_class`` or one of ``cscs`` is not a label value (a Kubernetes name).
+        KubernetesCleanupError
+            Jobs of the selector are still there and not terminating; ``report`` says which.
+        KubernetesWebError
+            The API server refused the deletion or the listing.
+        KubernetesUnavailableError
+            The API server could not be reached.
+        """
+        for value in [csc_class, *(cscs or [])]:
+            if not _LABEL_VALUE.match(value):
+                raise ValueError(f"{value!r} is not a csc label value (lowercase, digits, '-')")
+        if cscs is not None and not cscs:
+            raise ValueError("cscs is empty: give None for the whole class")
+        selector = f"csc-class={csc_class}"
+        if cscs:
+            selector += f",csc in ({','.join(cscs)})"
+        jobs = await self.delete_jobs(
+            namespace, selector=selector, propagation_policy=propagation_policy
+        )
+        remaining = (
+            [
+                f"job/{job.name}"
+                for job in await self.list_jobs(namespace, selector=selector)
+                if not job.terminating
+            ]
+            if jobs.namespace_found
+            else []
+        )
+        entry = NamespaceCleanup(
+            namespace=namespace,
+            namespace_found=jobs.namespace_found,
+            job_selector=selector,
+            jobs_deleted=jobs.deleted,
+            remaining=remaining,
+        )
+        if remaining:
+            raise KubernetesCleanupError(
+                f"deleting the Jobs {selector} in {namespace} left {', '.join(remaining)}",
+                report=CleanupReport(namespaces=[entry]),
+            )
+        return entry
 
     # --- Deployments and HPAs -------------------------------------------------------------------
 

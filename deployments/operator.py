@@ -17,6 +17,7 @@ from typing import Any
 from uuid import UUID
 
 from prefect import get_client
+from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterTags
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.client.schemas.responses import SetStateStatus
@@ -28,6 +29,7 @@ __all__ = [
     "answer_sign_off",
     "gate_of",
     "paused_gate",
+    "paused_runs",
 ]
 
 SIMULATED_OPERATOR = "simulated operator"
@@ -121,14 +123,16 @@ class SimulatedOperator:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Answer gates until ``stop`` is set."""
-        while not stop.is_set():
-            for flow_run in await self._paused_runs():
-                gate = paused_gate(flow_run)
-                if gate is None:
-                    continue
-                await self.answer(flow_run.id, gate)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), self.poll_interval_s)
+        # One client for the whole watch: making one costs an SSL context, and this polls often.
+        async with get_client() as client:
+            while not stop.is_set():
+                for flow_run in await paused_runs(client, self.tag):
+                    gate = paused_gate(flow_run)
+                    if gate is None:
+                        continue
+                    await self.answer(flow_run.id, gate)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.poll_interval_s)
 
     async def answer(self, flow_run_id: UUID, gate: str) -> None:
         answer = self.answers.get(gate, GateAnswer())
@@ -146,11 +150,12 @@ class SimulatedOperator:
             )
             self.answered.append((gate, answer.decision))
 
-    async def _paused_runs(self) -> list[FlowRun]:
-        async with get_client() as client:
-            return await client.read_flow_runs(
-                flow_run_filter=FlowRunFilter(
-                    tags=FlowRunFilterTags(all_=[self.tag]),
-                    state=FlowRunFilterState(type={"any_": [StateType.PAUSED]}),
-                )
-            )
+
+async def paused_runs(client: PrefectClient, tag: str) -> list[FlowRun]:
+    """The runs tagged ``tag`` (the sections of a run carry its tags) paused at a gate."""
+    return await client.read_flow_runs(
+        flow_run_filter=FlowRunFilter(
+            tags=FlowRunFilterTags(all_=[tag]),
+            state=FlowRunFilterState(type={"any_": [StateType.PAUSED]}),
+        )
+    )

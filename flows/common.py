@@ -8,7 +8,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from prefect import get_client
+from prefect import get_client, tags
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.asyncio import concurrency
 from prefect.exceptions import ObjectAlreadyExists
@@ -23,8 +23,9 @@ from flows.signoff import UpgradeAborted
 
 __all__ = ["SiteBusyError", "UnknownSiteError", "site_lock", "upgrade_run"]
 
-# How long a second run waits for a site's lock before saying who holds it.
-LOCK_WAIT_S = 3.0
+# How long a second run waits for a site's lock before saying who holds it. Taking a free lock
+# is one request, but a loaded server has taken several seconds to answer it.
+LOCK_WAIT_S = 15.0
 
 
 class UnknownSiteError(ValueError):
@@ -106,26 +107,29 @@ async def upgrade_run(
         "upgrade": upgrade_id,
     }
     lock = contextlib.nullcontext() if dry_run else site_lock(config.name, holder)
-    async with lock, open_services(config, block.credentials()) as services:
-        run = UpgradeRun(
-            flow=flow, site=config, services=services, upgrade_id=upgrade_id, dry_run=dry_run
-        )
-        async with run.activate(planned_steps):
-            try:
-                yield run
-            except UpgradeAborted as exc:
-                run.journal.final_message = (
-                    f"Aborted by {exc.record.operator} at '{exc.record.title}'"
-                    + (f": {exc.record.notes}" if exc.record.notes else "")
-                )
-                await run.restore("aborted")
-                run.explain_stop()
-                raise
-            except BaseException as exc:
-                run.journal.final_message = f"Stopped: {type(exc).__name__}: {exc}"
-                await run.restore(f"the run stopped: {type(exc).__name__}")
-                run.explain_stop()
-                raise
-            finally:
-                report = await run.publish_report()
-                get_run_logger().info("report:\n%s", report)
+    # Sections are subflows: give them the run's tags, so that whoever follows the run by its
+    # tags (the UI's filters, a simulated operator) sees the sign-offs they pause at.
+    with tags(*flow_run.get_tags()):
+        async with lock, open_services(config, block.credentials()) as services:
+            run = UpgradeRun(
+                flow=flow, site=config, services=services, upgrade_id=upgrade_id, dry_run=dry_run
+            )
+            async with run.activate(planned_steps):
+                try:
+                    yield run
+                except UpgradeAborted as exc:
+                    run.journal.final_message = (
+                        f"Aborted by {exc.record.operator} at '{exc.record.title}'"
+                        + (f": {exc.record.notes}" if exc.record.notes else "")
+                    )
+                    await run.restore("aborted")
+                    run.explain_stop()
+                    raise
+                except BaseException as exc:
+                    run.journal.final_message = f"Stopped: {type(exc).__name__}: {exc}"
+                    await run.restore(f"the run stopped: {type(exc).__name__}")
+                    run.explain_stop()
+                    raise
+                finally:
+                    report = await run.publish_report()
+                    get_run_logger().info("report:\n%s", report)

@@ -18,6 +18,7 @@ that Prefect would have to serialise.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import logging
@@ -40,7 +41,14 @@ from clients.sal import StateBoard
 from clients.slack import Audience
 from flows.context import SiteServices
 from flows.journal import RunJournal, StepHandle
-from flows.signoff import NotifyFn, SignOff, SignOffRecord, UpgradeAborted, sign_off
+from flows.signoff import (
+    POLL_INTERVAL_S,
+    NotifyFn,
+    SignOff,
+    SignOffRecord,
+    UpgradeAborted,
+    sign_off,
+)
 
 __all__ = ["Restore", "RunMemory", "UpgradeRun", "artifact_key", "current_run"]
 
@@ -79,6 +87,8 @@ class Restore:
     description: str
     manual: str
     action: Callable[[], Awaitable[object]]
+    undoes: tuple[str, ...] = ()
+    """The `UpgradeRun.act` keys this puts back: once restored, a re-run must do them again."""
 
 
 @dataclass
@@ -95,6 +105,11 @@ class UpgradeRun:
     restores: dict[str, Restore] = field(default_factory=dict)
     _progress_id: Any = None
     _board: StateBoard | None = None
+    # Changes made in parallel each save the memory: one save at a time, so that the last one
+    # stored holds every change (concurrent saves could land out of order).
+    _saving: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+    # Parallel transitions may ask for the board first together: one board, not one each.
+    _board_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
 
     def __post_init__(self) -> None:
         self.journal = RunJournal(
@@ -134,19 +149,21 @@ class UpgradeRun:
     async def board(self) -> StateBoard:
         """One live view of every inventory CSC for the whole run: waits and transitions share
         it instead of each starting a consumer of their own."""
-        if self._board is None:
-            board = self.services.sal.state_board([entry.name for entry in self.site.cscs])
-            await board.start()
-            self._board = board
-        return self._board
+        async with self._board_lock:
+            if self._board is None:
+                board = self.services.sal.state_board([entry.name for entry in self.site.cscs])
+                await board.start()
+                self._board = board
+            return self._board
 
     async def _remember(self) -> None:
         if self.dry_run:
             return
         # A block, not a Variable: variables hold at most 5,000 characters.
-        await UpgradeMemory(value=self.memory.model_dump(mode="json")).asave(
-            self.memory_name, overwrite=True
-        )
+        async with self._saving:
+            await UpgradeMemory(value=self.memory.model_dump(mode="json")).asave(
+                self.memory_name, overwrite=True
+            )
 
     async def progress(self, percent: float, _title: str) -> None:
         if self._progress_id is None:
@@ -235,6 +252,7 @@ class UpgradeRun:
             notify=self._notifier(Audience.SITE),
             input_model=input_model,
             initial=initial,
+            poll_interval_s=min(POLL_INTERVAL_S, self.site.timeouts.poll_s),
         )
         self.journal.sign_offs.append(record)
         self.memory.sign_offs[key] = record
@@ -279,6 +297,11 @@ class UpgradeRun:
             else:
                 logger.warning("restored %s (%s)", restore.description, why)
                 self.journal.facts[f"restored: {restore.description}"] = why
+                undone = [action for action in self.memory.actions if action in restore.undoes]
+                if undone:
+                    self.memory.actions = [a for a in self.memory.actions if a not in undone]
+                    with contextlib.suppress(Exception):
+                        await self._remember()
             self.restores.pop(key, None)
 
     def explain_stop(self) -> None:
@@ -301,6 +324,10 @@ class UpgradeRun:
             "short": self.journal.facts.get("CSCs short of their expected state", []),
             "plan": self.journal.plan,
             "left_to_restore": self.journal.left_to_restore,
+            "steps": [
+                {"step": s.key, "outcome": str(s.outcome), "duration_s": round(s.duration_s, 2)}
+                for s in self.journal.steps
+            ],
         }
 
     # --- reports -------------------------------------------------------------------------------

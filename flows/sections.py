@@ -46,7 +46,9 @@ __all__ = [
     "deploy",
     "preconditions",
     "shut_down_control_system",
+    "telegraf_to_zero",
     "update_configurations",
+    "wait_for_lag_drained",
 ]
 
 SyncSasquatch = Literal["auto", "yes", "no"]
@@ -105,7 +107,11 @@ def _ignored(run: UpgradeRun, entry: CscEntry) -> bool:
 
 
 def _shutdown_targets(run: UpgradeRun) -> list[CscName]:
-    return [entry.name for entry in run.site.cscs if not _ignored(run, entry)]
+    """The CSCs the shutdown commands: not the ignored ones, nor components without a state
+    machine (their Jobs are deleted in the clean-up)."""
+    return [
+        entry.name for entry in run.site.cscs if not _ignored(run, entry) and entry.summary_state
+    ]
 
 
 @flow(name="shut down the control system")
@@ -219,13 +225,41 @@ async def _confirm_shutdown(run: UpgradeRun, step: StepHandle) -> None:
     )
 
 
+async def _still_running(run: UpgradeRun, targets: list[CscName]) -> list[CscName]:
+    """The CSCs among ``targets`` still running: beating, and not saying OFFLINE.
+
+    A CSC that just went OFFLINE has beaten within the window moments ago: its summaryState
+    says it is gone. The site's CSCs that never report OFFLINE (the VMSs) are given one window
+    for their heartbeats to stop before they count as running.
+    """
+    window = run.site.timeouts.heartbeat_window_s
+
+    def running(status: CscStatus) -> bool:
+        return status.alive(window) and status.state is not State.OFFLINE
+
+    statuses = await csc_statuses(targets, window)
+    candidates = [csc for csc, status in statuses.items() if running(status)]
+    quiet = {entry.name for entry in run.site.cscs if entry.never_reports_offline}
+    silent = [csc for csc in candidates if csc in quiet]
+    if silent and not run.dry_run:
+        await asyncio.sleep(window)
+        again = await csc_statuses(silent, window)
+        candidates = [csc for csc in candidates if csc not in quiet or running(again[csc])]
+    return candidates
+
+
 async def _stragglers_offline(run: UpgradeRun, step: StepHandle) -> None:
     site = run.site
-    targets = _shutdown_targets(run)
-    statuses = await csc_statuses(targets, site.timeouts.heartbeat_window_s)
-    alive = [csc for csc, s in statuses.items() if s.alive(site.timeouts.heartbeat_window_s)]
+    alive = await _still_running(run, _shutdown_targets(run))
     if not alive:
         step.note("none")
+        return
+    if run.dry_run:
+        # Nothing was shut down: which CSCs will still run after the scripts is not known yet.
+        run.journal.planned(
+            f"Send every CSC still running after the scripts OFFLINE, {site.csc_parallelism} at "
+            f"a time (the scripts should leave none; {len(alive)} of them run now)"
+        )
         return
     await run.services.sal.prepare_commands({csc.name for csc in alive})
     limiter = anyio.CapacityLimiter(site.csc_parallelism)
@@ -346,7 +380,7 @@ async def _wait_for_lag_drained(run: UpgradeRun, step: StepHandle, table: str) -
                 "from starting after a schema change. Proceed anyway, or abort.",
             )
             break
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(site.timeouts.poll_s)
     await run.table(table, _lag_rows(reports))
     step.note(", ".join(f"{p}* lag {r.total_lag}" for p, r in zip(prefixes, reports, strict=True)))
 
@@ -364,7 +398,24 @@ def _lag_rows(reports: Iterable[LagReport]) -> list[dict[str, Any]]:
     ]
 
 
-async def _telegraf_to_zero(run: UpgradeRun, step: StepHandle) -> None:
+async def wait_for_lag_drained(run: UpgradeRun, step: StepHandle, table: str) -> None:
+    """Wait until telegraf and the LOVE producers have read what was in the topics (a gate if
+    they do not within the site's budget); the lag goes into the report as ``table``."""
+    await _wait_for_lag_drained(run, step, table)
+
+
+async def telegraf_to_zero(
+    run: UpgradeRun, step: StepHandle, *, restore_on_failure: bool = True
+) -> None:
+    """Scale the telegraf connectors to 0, recording their replicas first (as the fact
+    ``telegraf replicas before``, which `telegraf_back` reads). ``restore_on_failure=False``
+    leaves putting them back to a later run (the OS/K8s recovery) instead of the failed one."""
+    await _telegraf_to_zero(run, step, restore_on_failure=restore_on_failure)
+
+
+async def _telegraf_to_zero(
+    run: UpgradeRun, step: StepHandle, *, restore_on_failure: bool = True
+) -> None:
     site = run.site
     telegraf = site.telegraf
     if not run.dry_run:
@@ -374,15 +425,19 @@ async def _telegraf_to_zero(run: UpgradeRun, step: StepHandle) -> None:
         before = {d.name: d.replicas for d in deployments}
         before = await run.remember_fact("telegraf replicas before", before)
         replicas = max(before.values(), default=1) or 1
-        run.on_failure_restore(
-            Restore(
-                key="telegraf",
-                description=f"telegraf connectors back to {replicas} replica(s)",
-                manual=f"kubectl scale deploy -n {telegraf.namespace} --selector "
-                f"{telegraf.selector} --replicas={replicas}",
-                action=lambda: scale_deployments(telegraf.namespace, telegraf.selector, replicas),
+        if restore_on_failure:
+            run.on_failure_restore(
+                Restore(
+                    key="telegraf",
+                    description=f"telegraf connectors back to {replicas} replica(s)",
+                    manual=f"kubectl scale deploy -n {telegraf.namespace} --selector "
+                    f"{telegraf.selector} --replicas={replicas}",
+                    action=lambda: scale_deployments(
+                        telegraf.namespace, telegraf.selector, replicas
+                    ),
+                    undoes=("telegraf-to-0",),
+                )
             )
-        )
     changes = await run.act(
         "telegraf-to-0",
         f"Scale the telegraf connectors ({telegraf.selector}) in {telegraf.namespace} to 0",
@@ -455,6 +510,7 @@ async def _registry_to_none(run: UpgradeRun, step: StepHandle) -> None:
             manual="rubin-upgrade registry --site-file <site file> compatibility --set "
             + level.value,
             action=lambda: set_compatibility(level),
+            undoes=("registry-none",),
         )
     )
     await run.act(
@@ -560,9 +616,10 @@ async def wait_for_bring_up(
                 "their expected states"
             )
             return []
-        by_state: dict[State, list[CscName]] = {}
+        by_state: dict[State | None, list[CscName]] = {}
         for entry in entries:
-            by_state.setdefault(entry.expected_state, []).append(entry.name)
+            state = entry.expected_state if entry.summary_state else None
+            by_state.setdefault(state, []).append(entry.name)
         deadline = anyio.current_time() + site.timeouts.bring_up_s
         short: list[str] = []
         board = await run.board()
@@ -587,9 +644,11 @@ async def wait_for_bring_up(
         return short
 
 
-def _state_and_alive(state: State, window_s: float) -> Callable[[CscStatus], bool]:
+def _state_and_alive(state: State | None, window_s: float) -> Callable[[CscStatus], bool]:
+    """``state`` None: a component without a state machine is up when it beats."""
+
     def test(status: CscStatus) -> bool:
-        return status.state is state and status.alive(window_s)
+        return (state is None or status.state is state) and status.alive(window_s)
 
     return test
 
@@ -621,7 +680,7 @@ async def telegraf_back(run: UpgradeRun, step: StepHandle) -> None:
                 "Chronograf."
             )
             break
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(site.timeouts.poll_s)
     await run.table("lag after bring-up", _lag_rows([report]))
     step.note(f"{len(changes)} connectors at {replicas}; telegraf lag {report.total_lag}")
 

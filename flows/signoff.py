@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from prefect.flow_runs import apause_flow_run
 from prefect.input import RunInput
@@ -26,9 +26,9 @@ NotifyFn = Callable[[str], Awaitable[object]]
 # Answers given by `rubin-upgrade demo --auto-approve` carry this name, and the report says so.
 SIMULATED_OPERATOR = "simulated operator"
 
-# A resume is noticed within this many seconds. Prefect's default of 10 s would add up to ten
-# seconds to every gate for no reason.
-POLL_INTERVAL_S = 1
+# A resume is noticed within this many seconds (unless the site asks more often). Prefect's
+# default of 10 s would add up to ten seconds to every gate for no reason.
+POLL_INTERVAL_S = 1.0
 
 
 class SignOff(RunInput):
@@ -98,6 +98,7 @@ async def sign_off(
     max_attempts: int = 5,
     input_model: type[SignOff] = SignOff,
     initial: dict[str, Any] | None = None,
+    poll_interval_s: float = POLL_INTERVAL_S,
 ) -> SignOffRecord:
     """Pause the flow run until an operator signs off; return their answer.
 
@@ -142,7 +143,8 @@ async def sign_off(
                 description=description, **{"notes": "", **(initial or {})}
             ),
             timeout=int(timeout_s),
-            poll_interval=POLL_INTERVAL_S,
+            # Prefect sleeps this with anyio: fractions of a second work despite the hint.
+            poll_interval=cast("int", poll_interval_s),
             key=gate_key(key, attempt),
         )
         if answer.confirm_site.strip().lower() != site_name.lower():

@@ -181,7 +181,11 @@ async def set_compatibility(level: CompatibilityLevel) -> CompatibilityLevel:
 async def sync_application(name: str) -> str:
     """Sync and wait for operation Succeeded + Synced (one spurious failure is retried)."""
     run = current_run()
-    app = await run.services.argocd.sync_and_wait(name, timeout_s=run.site.timeouts.argocd_sync_s)
+    app = await run.services.argocd.sync_and_wait(
+        name,
+        timeout_s=run.site.timeouts.argocd_sync_s,
+        poll_interval_s=run.site.timeouts.poll_s,
+    )
     operation = app.status.operation_state
     return operation.sync_result.revision if operation and operation.sync_result else ""
 

@@ -114,6 +114,16 @@ class TansuBroker:
                 process.kill()
             await process.wait()
 
+    async def kill(self) -> None:
+        """Stop tansu at once (SIGKILL), as a broker that crashes; idempotent. `start` brings
+        it back on the same port (with no topics: memory storage)."""
+        process, self._process = self._process, None
+        if process is None or process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+
     async def restart(self) -> None:
         """Stop and start on the same port; every topic and offset is lost (memory storage)."""
         await self.stop()

@@ -122,6 +122,9 @@ class SimulatedConsumers:
         self._refresh_task: asyncio.Task[None] | None = None
         self._running = False
         self._listening = False
+        self.stalled: set[str] = set()
+        """Group-name prefixes whose members stay in their group but stop committing (a fault
+        switch: a connector that is stuck, so its lag never drains)."""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -314,7 +317,7 @@ class SimulatedConsumers:
                 with contextlib.suppress(KafkaError):
                     positions[partition] = await consumer.position(partition)
             changed = {tp: pos for tp, pos in positions.items() if committed.get(tp) != pos}
-            if not changed:
+            if not changed or member.group.startswith(tuple(self.stalled)):
                 continue
             try:
                 await consumer.commit(changed)

@@ -460,9 +460,8 @@ class ObservatoryModel:
                 requestedExposureTime=exposure_s,
                 timestampEndOfReadout=time.time() + TAI_MINUS_UTC_S,
             )
-            image_type = dict(zip(keys.split(":"), values.split(":"), strict=False)).get(
-                "imageType", ""
-            )
+            # From the map itself: a value may hold colons (groupId is an ISO time).
+            image_type = _key_value_pairs(str(data.get("keyValueMap", ""))).get("imageType", "")
             self.state.images.append(TakenImage(spec.camera, obsid, image_type))
             _ = self._spawn(self._ingest(spec, obsid), f"ingest-{obsid}")
         return None
@@ -496,6 +495,16 @@ def _require_enabled(csc: SimulatedCsc, command: str) -> None:
     """salobj's ``assert_enabled``: the ack says ``<cmd> not allowed in state=<State...>``."""
     if csc.state is not State.ENABLED:
         raise RuntimeError(f"{command} not allowed in state={csc.state!r}")
+
+
+def _key_value_pairs(text: str) -> dict[str, str]:
+    """``imageType: BIAS, groupId: X`` as a mapping."""
+    pairs: dict[str, str] = {}
+    for item in text.split(","):
+        key, sep, value = item.partition(":")
+        if sep and key.strip():
+            pairs[key.strip()] = value.strip()
+    return pairs
 
 
 def _key_values(text: str) -> tuple[str, str]:

@@ -795,6 +795,9 @@ class _GroupScript(SimScript):
 
     async def run(self) -> None:
         names = list(self.members)
+        # RemoteGroup creates every member's Remote up front: read their states in one go.
+        await self.ctx.sal.prepare_commands({csc.name for csc in self.members.values()})
+        await (await self.ctx.board()).watch(self.members.values())
         results = await asyncio.gather(
             *(
                 self.ctx.set_summary_state(
@@ -1714,6 +1717,8 @@ properties:
             for name, state in zip(self.config["csc"], self.config["state"], strict=True)
             if name not in ignored
         ]
+        await self.ctx.sal.prepare_commands({csc.name for csc, _ in targets})
+        await (await self.ctx.board()).watch(csc for csc, _ in targets)
         for csc, state in targets:
             await self.ctx.set_summary_state(csc, state, timeout_s=self.ctx.timing.group_timeout_s)
 

@@ -80,6 +80,12 @@ class SimOptions:
     start_image_tag: str = "c0044"
     upgrade_image_tag: str = "c0045"
     consumers: bool = True
+    command_fetch_wait_ms: int = 100
+    consumer_poll_s: float = 1.0
+    """How often the simulated telegraf and LOVE-producer groups fetch and commit: each of the
+    ~150 groups costs CPU per fetch, so a busy rehearsal or test may poll less often."""
+    """How late the CSCs hear a command at most (tansu answers a fetch only at its wait's end):
+    lower is quicker and costs the broker more CPU."""
 
     def model_options(self) -> ModelOptions:
         return ModelOptions(
@@ -103,6 +109,11 @@ class SimulatedSite:
         Where every state-changing request to any simulated service is recorded.
     options
         Simulation settings (delays, faults).
+    credentials
+        The passwords and tokens the services accept, for tests that look for them where they
+        must not be; those left out (or all, by default) are made up afresh.
+    kubernetes_token
+        The bearer token the Kubernetes API accepts (made up afresh by default).
     """
 
     def __init__(
@@ -112,6 +123,8 @@ class SimulatedSite:
         workdir: Path,
         write_log: WriteLog | None = None,
         options: SimOptions | None = None,
+        credentials: SiteCredentials | None = None,
+        kubernetes_token: SecretStr | None = None,
     ) -> None:
         self.base = base
         self.workdir = workdir
@@ -122,11 +135,14 @@ class SimulatedSite:
         self.registry_app = create_registry_app(
             self.write_log, default_compatibility=self.options.registry_compatibility
         )
-        self._kubernetes_token = secrets.token_urlsafe(24)
+        self._kubernetes_token = (
+            kubernetes_token.get_secret_value() if kubernetes_token else secrets.token_urlsafe(24)
+        )
+        given = credentials or SiteCredentials()
         self._secrets = SiteCredentials(
-            argocd_password=SecretStr(secrets.token_urlsafe(12)),
-            love_password=SecretStr(secrets.token_urlsafe(12)),
-            slack_token=SecretStr("xoxb-sim-" + secrets.token_hex(12)),
+            argocd_password=given.argocd_password or SecretStr(secrets.token_urlsafe(12)),
+            love_password=given.love_password or SecretStr(secrets.token_urlsafe(12)),
+            slack_token=given.slack_token or SecretStr("xoxb-sim-" + secrets.token_hex(12)),
         )
         self.kubernetes_app = create_kubernetes_app(
             self.model, self.write_log, token=self._kubernetes_token
@@ -184,6 +200,7 @@ class SimulatedSite:
             heartbeat_interval_s=self.options.heartbeat_interval_s,
             on_exit=self.model.csc_exited,
             registry_transport=httpx.ASGITransport(app=self.registry_app),
+            command_fetch_wait_ms=self.options.command_fetch_wait_ms,
         )
         transport = httpx.ASGITransport(app=self.registry_app)
         self.script_queues = ScriptQueueSim(
@@ -235,7 +252,10 @@ class SimulatedSite:
         )
         if self.options.consumers:
             self.consumers = SimulatedConsumers(
-                self.model, self.broker.bootstrap_servers, self.base.kafka.sal_subname
+                self.model,
+                self.broker.bootstrap_servers,
+                self.base.kafka.sal_subname,
+                poll_s=self.options.consumer_poll_s,
             )
             await self.consumers.start()
             stack.push_async_callback(self.consumers.stop)
@@ -275,9 +295,13 @@ class SimulatedSite:
             if event == "pod-set-terminated" and not self.model.kafka_up:
                 self._kafka_task = asyncio.ensure_future(self.broker.stop())
             elif event == "pod-set-created":
-                self._kafka_task = asyncio.ensure_future(self._restart_kafka())
+                stopping = self._kafka_task
+                self._kafka_task = asyncio.ensure_future(self._restart_kafka(stopping))
 
-    async def _restart_kafka(self) -> None:
+    async def _restart_kafka(self, stopping: asyncio.Task[None] | None = None) -> None:
+        # tansu may take seconds to exit: starting again on its port before it has would fail.
+        if stopping is not None:
+            await asyncio.gather(stopping, return_exceptions=True)
         await self.broker.start()
         if self.fleet is not None:
             self.fleet.forget_topics()
@@ -305,7 +329,12 @@ class SimulatedSite:
         }
         data["slack"] = {**data["slack"], "base_url": self.urls["slack"] + "/api/"}
         # Liveness is judged on the simulated heartbeat period, as at the site on salobj's 1 s.
-        data["timeouts"] = {**data["timeouts"], "heartbeat_window_s": self.heartbeat_window_s}
+        data["timeouts"] = {
+            **data["timeouts"],
+            "heartbeat_window_s": self.heartbeat_window_s,
+            # Nothing here takes seconds unless the options say so: ask again often.
+            "poll_s": min(0.25, data["timeouts"].get("poll_s", 2.0)),
+        }
         return SiteConfig.model_validate(data)
 
     def write_site_file(self, path: Path, name: str = "sim") -> SiteConfig:

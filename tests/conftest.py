@@ -49,7 +49,8 @@ def prefect_server() -> Iterator[None]:
     """A Prefect server for the whole session; started only by the tests that need one."""
     from prefect.testing.utilities import prefect_test_harness
 
-    with prefect_test_harness(server_startup_timeout=60):
+    # ~12 s on an idle machine; a loaded one has taken 80 s.
+    with prefect_test_harness(server_startup_timeout=240):
         yield
 
 

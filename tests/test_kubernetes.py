@@ -180,6 +180,44 @@ async def test_missing_namespace_is_nothing_to_clean(
     assert cluster.records() == []
 
 
+async def test_deletes_only_one_csc_class(client: KubernetesClient, cluster: Cluster) -> None:
+    others = sorted(
+        name
+        for (ns, name), job in cluster.model.jobs.items()
+        if ns == "obssys" and job.labels["csc-class"] != "scheduler"
+    )
+
+    entry = await client.delete_class_jobs("obssys", "scheduler")
+
+    assert entry.ok
+    assert entry.job_selector == "csc-class=scheduler"
+    assert sorted(entry.jobs_deleted) == ["atscheduler-job", "mtscheduler-job", "ocsscheduler-job"]
+    assert sorted(name for ns, name in cluster.model.jobs if ns == "obssys") == others
+    assert [target for _, target, _ in cluster.records("DELETE")] == [
+        "batch/v1/namespaces/obssys/jobs?labelSelector=csc-class=scheduler"
+    ]
+
+
+async def test_deletes_some_instances_of_a_class(
+    client: KubernetesClient, cluster: Cluster
+) -> None:
+    entry = await client.delete_class_jobs("obssys", "scriptqueue", cscs=["atqueue"])
+
+    assert entry.jobs_deleted == ["atqueue-job"]
+    assert ("obssys", "mtqueue-job") in cluster.model.jobs
+    assert ("obssys", "ocsqueue-job") in cluster.model.jobs
+
+
+async def test_class_deletion_refuses_a_selector_in_disguise(
+    client: KubernetesClient, cluster: Cluster
+) -> None:
+    with pytest.raises(ValueError, match="not a csc label value"):
+        await client.delete_class_jobs("obssys", "scheduler,csc!=x")
+    with pytest.raises(ValueError, match="cscs is empty"):
+        await client.delete_class_jobs("obssys", "scheduler", cscs=[])
+    assert cluster.records() == []
+
+
 # --- k8s-admin ----------------------------------------------------------------------------------
 
 
