@@ -16,6 +16,7 @@ from prefect.client.schemas.objects import State
 from prefect.states import Cancelled
 
 from flows.common import upgrade_run
+from flows.minimal_testing import planned_steps, run_minimal_testing
 from flows.run import UpgradeRun
 from flows.sections import (
     SyncSasquatch,
@@ -98,6 +99,13 @@ async def _full_upgrade(
         sync_sasquatch=sync_sasquatch,
         nublado_available_after=nublado_available_after and not minimal_testing,
     )
+    if minimal_testing:
+        run.journal.planned_steps += planned_steps(run.site)
+        await run_minimal_testing(run, None)
+        if nublado_available_after:
+            await run.notify(
+                f"{run.site.title}: minimal testing passed — Nublado can be used again."
+            )
     short = run.journal.facts.get("CSCs short of their expected state")
     if run.dry_run:
         run.journal.final_message = "Plan complete: nothing was changed."

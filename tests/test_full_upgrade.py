@@ -2,85 +2,81 @@
 
 from __future__ import annotations
 
-import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
-from typing import Any
+from collections.abc import AsyncIterator
 
 import pytest
-from prefect import tags
 
 from blocks.site import State
-from blocks.upgrade_site import UpgradeSite
-from deployments.operator import GateAnswer, SimulatedOperator
-from sim.site import SimOptions, SimulatedSite, load_base_site
-from sim.writelog import WriteRecord
+from deployments.operator import GateAnswer
+from sim.site import SimulatedSite, load_base_site
+from tests.sitekit import FAST, operator_for, run_with_operator, sal_commands, save_site
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
-FAST = SimOptions(
-    heartbeat_interval_s=0.5,
-    image_pull_s=0.2,
-    argocd_sync_s=0.05,
-    broker_shutdown_s=0.2,
-    time_scale=0.01,
-)
 
-
-@pytest.fixture
-async def summit(tmp_path: Path) -> AsyncIterator[SimulatedSite]:
-    async with SimulatedSite(load_base_site("summit"), workdir=tmp_path, options=FAST) as site:
+@pytest.fixture(scope="module")
+async def summit(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[SimulatedSite]:
+    """One simulated Summit for the module: the tests that change nothing run first."""
+    workdir = tmp_path_factory.mktemp("summit")
+    async with SimulatedSite(load_base_site("summit"), workdir=workdir, options=FAST) as site:
         yield site
 
 
-async def save_site(site: SimulatedSite, name: str) -> None:
-    from prefect_slack import SlackCredentials
+async def test_a_dry_run_changes_nothing_and_plans_the_procedure_in_order(
+    summit: SimulatedSite,
+) -> None:
+    from flows.full_upgrade import full_upgrade
 
-    secrets = site.credentials()
-    assert secrets.slack_token is not None
-    await UpgradeSite(
-        site=site.site_config(name),
-        argocd_password=secrets.argocd_password,
-        love_password=secrets.love_password,
-        slack=SlackCredentials(token=secrets.slack_token),
-    ).asave(name, overwrite=True)
-
-
-def operator_for(
-    site: SimulatedSite, tag: str, name: str, **answers: GateAnswer
-) -> SimulatedOperator:
-    async def merge_phalanx() -> None:
-        site.model.publish_upgrade(revision="5f3e2a1", image_tag=FAST.upgrade_image_tag)
-
-    async def start_bare_metal() -> None:
-        site.start_bare_metal()
-
-    defaults = {
-        "phalanx-merged": GateAnswer(
-            extra={"phalanx_pr_url": "https://github.com/lsst-sqre/phalanx/pull/4242"},
-            action=merge_phalanx,
-        ),
-        "bare-metal-startup": GateAnswer(action=start_bare_metal),
-    }
-    return SimulatedOperator(tag=tag, confirm_site=name, answers={**defaults, **answers})
-
-
-async def run_with_operator(
-    operator: SimulatedOperator, flow_call: Callable[[], Awaitable[Any]]
-) -> Any:
-    stop = asyncio.Event()
-    answering = asyncio.create_task(operator.run(stop))
-    try:
-        with tags(operator.tag):
-            return await flow_call()
-    finally:
-        stop.set()
-        await answering
+    name = f"sim-{uuid.uuid4().hex[:6]}"
+    await save_site(summit, name)
+    start = len(summit.write_log.records)  # the CSCs registered their schemas on starting
+    result = await full_upgrade(
+        site=name, upgrade_id="c0045", breaks_schema_compatibility=True, dry_run=True
+    )
+    assert summit.write_log.records[start:] == []
+    assert isinstance(result, dict)
+    assert result["message"] == "Plan complete: nothing was changed."
+    plan: list[str] = result["plan"]
+    # The Watcher first; the shutdown ends with the ScriptQueues, the one running it last.
+    changes = [p for p in plan if not p.startswith(("Sign-off: ", "Slack "))]
+    assert changes[0].startswith("Send the Watcher OFFLINE")
+    scripts = [p for p in plan if p.startswith("Run ")]
+    assert scripts[0].startswith("Run system_wide_shutdown.py on ScriptQueue:1")
+    assert "'ignore': ['MTM1M3', 'MTM1M3TS']" in scripts[0]
+    assert scripts[1].startswith("Run set_summary_state.py on ScriptQueue:1")
+    assert "[['ScriptQueue:3', 'OFFLINE'], ['ScriptQueue:2', 'OFFLINE'], " in scripts[1]
+    assert "'mute_alarms': False" in scripts[1]
+    # Every gate is in the plan, and the registry goes to NONE before the first sync.
+    gates = [p for p in plan if p.startswith("Sign-off: ")]
+    assert len(gates) == 9  # the Summit asks at nine; the test stands at two
+    none_at = next(i for i, p in enumerate(plan) if "to NONE" in p)
+    syncs = [(i, p.split()[1]) for i, p in enumerate(plan) if p.startswith("Sync ")]
+    assert none_at < syncs[0][0]
+    # LOVE where the site file puts it among the telescope apps.
+    config = summit.site_config(name)
+    telescope = [app for _, app in syncs if app in config.argocd.telescope_apps]
+    assert telescope == config.argocd.sync_order
+    assert telescope.index("love") == config.argocd.sync_order.index("love")
 
 
-def sal_commands(records: list[WriteRecord], command: str) -> list[str]:
-    return [r.target for r in records if r.service == "sal" and r.method == command]
+async def test_an_abort_at_the_first_gate_changes_nothing(summit: SimulatedSite) -> None:
+    from flows.full_upgrade import full_upgrade
+
+    name = f"sim-{uuid.uuid4().hex[:6]}"
+    await save_site(summit, name)
+    operator = operator_for(
+        summit, name, name, **{"m2-closed-loop": GateAnswer(decision="abort", notes="M2 down")}
+    )
+    start = len(summit.write_log.records)
+    state = await run_with_operator(
+        operator, lambda: full_upgrade(site=name, upgrade_id="c0045-a", return_state=True)
+    )
+    assert state.is_cancelled()
+    assert state.name == "Aborted"
+    assert "M2 down" in (state.message or "")
+    assert operator.answered == [("m2-closed-loop", "abort")]
+    assert [r for r in summit.write_log.records[start:] if r.service != "slack"] == []
 
 
 async def test_full_upgrade_of_the_summit(summit: SimulatedSite) -> None:
@@ -99,6 +95,8 @@ async def test_full_upgrade_of_the_summit(summit: SimulatedSite) -> None:
     # The Watcher came down first, the ScriptQueues last, MTQueue (running the script) last of all.
     offline = sal_commands(records, "exitControl")
     assert offline[0] == "Watcher:0"
+    # Each once: a CSC that has just gone OFFLINE (its heartbeats still recent) is no straggler.
+    assert len(offline) == len(set(offline)), offline
     queues = [t for t in offline if t.startswith("ScriptQueue")]
     assert queues == ["ScriptQueue:3", "ScriptQueue:2", "ScriptQueue:1"]
     first_delete = next(
@@ -107,7 +105,16 @@ async def test_full_upgrade_of_the_summit(summit: SimulatedSite) -> None:
     shutdown = [
         r.target for r in records[:first_delete] if r.service == "sal" and r.method == "exitControl"
     ]
-    assert shutdown[-1] == "ScriptQueue:1"
+    # Of what the scripts sent, the queue running them went last. (A CSC the script did not
+    # find — its heartbeat late on a loaded machine — is sent OFFLINE after, as a straggler.)
+    by_scripts = [
+        r.target
+        for r in records[:first_delete]
+        if r.service == "sal"
+        and r.method == "exitControl"
+        and str(r.body.get("identity", "")).startswith("Script:")
+    ]
+    assert by_scripts[-1] == "ScriptQueue:1"
     assert "MTM1M3:0" not in shutdown
     assert "MTM1M3TS:0" not in shutdown
 
