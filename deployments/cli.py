@@ -25,6 +25,9 @@ _COMMAND_MODULES = (
     "deployments.cli_status",
     "deployments.cli_lag",
     "deployments.cli_signoff",
+    "deployments.cli_demo",
+    "deployments.cli_deploy",
+    "deployments.cli_plan",
 )
 
 
