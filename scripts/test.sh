@@ -8,4 +8,6 @@ export DO_NOT_TRACK=1 PREFECT_SERVER_ANALYTICS_ENABLED=false
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
-.venv/bin/pytest "$@"
+# Two workers, a test file each at a time (module fixtures stay in one process): most of a
+# flow test is waiting on the simulated site, so two of them share the 2 cores well.
+.venv/bin/pytest -n 2 --dist loadfile "$@"
