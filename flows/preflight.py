@@ -44,6 +44,10 @@ async def _registry(run: UpgradeRun, _problems: list[str]) -> None:
 
 
 async def _love(run: UpgradeRun, problems: list[str]) -> None:
+    if run.already_done("cleanup-all"):
+        # A resumed run: this upgrade's cleanup_all took LOVE's deployments down; LOVE is back
+        # once its app is synced (rubin-systems.md §4), and nothing before that needs it.
+        return
     session = await run.services.love.login()
     if not session.execute_commands:
         problems.append(f"LOVE account {run.site.love.username!r} may not execute commands")
