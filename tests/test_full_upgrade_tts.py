@@ -21,7 +21,7 @@ from deployments.operator import GateAnswer
 from sim.site import SimulatedSite, load_base_site
 from tests.sitekit import FAST, operator_for, run_with_operator, sal_commands, save_site
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 
 
 @pytest.fixture

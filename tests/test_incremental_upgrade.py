@@ -121,6 +121,7 @@ async def _reports(name: str) -> list[str]:
 
 
 @pytest.mark.usefixtures("prefect_server")
+@pytest.mark.slow
 async def test_upgrading_the_schedulers_touches_only_them_and_the_queues(
     small_summit: SimulatedSite,
 ) -> None:

@@ -185,6 +185,7 @@ async def _run(
 
 
 @pytest.mark.usefixtures("prefect_server")
+@pytest.mark.slow
 async def test_the_tts_tracks_without_taking_images(tmp_path: Path) -> None:
     # AuxTel: the TTS has its camera (ATCamera), but no image source.
     async with SimulatedSite(_stand("tts"), workdir=tmp_path, options=_OPTIONS) as tts:
@@ -306,6 +307,7 @@ async def bts_run(
         )
 
 
+@pytest.mark.slow
 async def test_the_bts_takes_and_confirms_the_configured_number_of_images(
     bts_run: BtsRun,
 ) -> None:
@@ -342,6 +344,7 @@ async def test_the_bts_takes_and_confirms_the_configured_number_of_images(
     ), texts
 
 
+@pytest.mark.slow
 async def test_a_failing_script_still_stops_tracking_and_restores_the_default_state(
     bts_run: BtsRun,
 ) -> None:

@@ -112,6 +112,7 @@ def pod_set_deletes(records: list[WriteRecord]) -> list[WriteRecord]:
 
 
 @flow_test
+@pytest.mark.slow
 async def test_shutdown_then_recovery_leaves_the_site_as_it_was(tts: SimulatedSite) -> None:
     from flows.os_k8s import os_k8s_recovery, os_k8s_shutdown
 

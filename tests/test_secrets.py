@@ -41,7 +41,7 @@ from sim.site import SimulatedSite
 from tests.sitekit import FAST
 from tests.test_faults import LIMIT_S, gate_notice_and_change, run_steps, stand_config
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("prefect_server")]
 
 CREDENTIALS = SiteCredentials(
     argocd_password=SecretStr("argocd-SECRET-4f2a"),
