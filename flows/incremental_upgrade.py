@@ -46,7 +46,13 @@ from flows.journal import StepHandle
 from flows.minimal_testing import planned_steps, run_minimal_testing
 from flows.preflight import preflight
 from flows.run import UpgradeRun, current_run
-from flows.sections import PhalanxSignOff, _watcher_offline, sync_app, wait_for_bring_up
+from flows.sections import (
+    PhalanxSignOff,
+    _watcher_offline,
+    send_offline,
+    sync_app,
+    wait_for_bring_up,
+)
 from flows.signoff import UpgradeAborted
 from flows.tasks import (
     RETRIES,
@@ -362,25 +368,7 @@ async def _stragglers(run: UpgradeRun, step: StepHandle, targets: list[CscName])
     else:
         step.note("none")
         return
-    await run.services.sal.prepare_commands({csc.name for csc in alive})
-    limiter = anyio.CapacityLimiter(site.csc_parallelism)
-    failures: list[str] = []
-
-    async def offline(csc: CscName) -> None:
-        async with limiter:
-            try:
-                await run.act(
-                    f"offline-{csc}",
-                    f"Send {csc} OFFLINE",
-                    lambda: set_csc_state(csc, State.OFFLINE, site.timeouts.transition_s),
-                )
-            except Exception as exc:  # noqa: BLE001 - every straggler is tried; all are reported
-                failures.append(f"{csc}: {exc}")
-
-    await asyncio.gather(*(offline(csc) for csc in alive))
-    step.note(f"{len(alive)} sent OFFLINE: {', '.join(map(str, alive))}")
-    if failures:
-        raise RuntimeError("could not send OFFLINE: " + "; ".join(failures))
+    await send_offline(run, step, alive)
 
 
 async def _confirm_offline(run: UpgradeRun, step: StepHandle, targets: list[CscName]) -> None:

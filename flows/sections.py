@@ -261,7 +261,19 @@ async def _stragglers_offline(run: UpgradeRun, step: StepHandle) -> None:
             f"a time (the scripts should leave none; {len(alive)} of them run now)"
         )
         return
-    await run.services.sal.prepare_commands({csc.name for csc in alive})
+    await send_offline(run, step, alive)
+
+
+async def send_offline(run: UpgradeRun, step: StepHandle, cscs: list[CscName]) -> None:
+    """Send ``cscs`` OFFLINE in parallel, ``csc_parallelism`` at a time, each once per upgrade.
+
+    Raises
+    ------
+    RuntimeError
+        Any failed; every one is tried first, and all are named.
+    """
+    site = run.site
+    await run.services.sal.prepare_commands({csc.name for csc in cscs})
     limiter = anyio.CapacityLimiter(site.csc_parallelism)
     failures: list[str] = []
 
@@ -276,8 +288,8 @@ async def _stragglers_offline(run: UpgradeRun, step: StepHandle) -> None:
             except Exception as exc:  # noqa: BLE001 - every straggler is tried; all are reported
                 failures.append(f"{csc}: {exc}")
 
-    await asyncio.gather(*(offline(csc) for csc in alive))
-    step.note(f"{len(alive)} sent OFFLINE: {', '.join(map(str, alive))}")
+    await asyncio.gather(*(offline(csc) for csc in cscs))
+    step.note(f"{len(cscs)} sent OFFLINE: {', '.join(map(str, cscs))}")
     if failures:
         raise RuntimeError("could not send OFFLINE: " + "; ".join(failures))
 
