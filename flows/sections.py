@@ -13,8 +13,10 @@ from typing import Any, Literal
 
 import anyio
 from prefect import flow
+from prefect.logging import get_run_logger
 
 from blocks.site import CscEntry, CscName, State
+from clients.kubernetes import KubernetesError
 from clients.lag import LagReport
 from clients.registry import CompatibilityLevel
 from clients.sal import CscStatus, StateWaitTimeout, gone
@@ -618,7 +620,12 @@ async def wait_for_bring_up(
     run: UpgradeRun, section: str, cscs: Iterable[CscEntry] | None = None
 ) -> list[str]:
     """Wait up to the site's budget for the CSCs to reach their expected states; report the
-    stragglers on Slack rather than fail (the procedure: report, then carry on)."""
+    stragglers on Slack rather than fail (the procedure: report, then carry on).
+
+    A CSC whose Kubernetes Job has failed will not come up by itself (its process refused to
+    start: a schema the registry refused, a bad configuration): the wait does not spend the
+    rest of the budget on it, and the report gives the Job's failure message.
+    """
     site = run.site
     entries = list(cscs if cscs is not None else site.cscs)
     async with run.step(section, "bring-up", "CSCs in their expected states") as step:
@@ -636,14 +643,27 @@ async def wait_for_bring_up(
         short: list[str] = []
         board = await run.board()
         window = site.timeouts.heartbeat_window_s
-        for state, names in by_state.items():
-            remaining = max(0.0, deadline - anyio.current_time())
-            # Alive too: a CSC that never reports OFFLINE still shows its last state when gone.
-            up = _state_and_alive(state, window)
-            try:
-                await board.wait_for(up, names, deadline_s=remaining)
-            except StateWaitTimeout as exc:
-                short += [f"{csc} ({status})" for csc, status in exc.short.items()]
+        failed: dict[CscName, str] = {}
+        async with anyio.create_task_group() as watching:
+            watching.start_soon(_watch_failed_jobs, run, entries, failed)
+            for state, names in by_state.items():
+                remaining = max(0.0, deadline - anyio.current_time())
+                # Alive too: a CSC that never reports OFFLINE still shows its last state when
+                # gone.
+                up = _state_and_alive(state, window)
+                try:
+                    statuses = await board.wait_for(
+                        _up_or_failed(up, failed), names, deadline_s=remaining
+                    )
+                except StateWaitTimeout as exc:
+                    short += [_short(csc, status, failed) for csc, status in exc.short.items()]
+                else:
+                    short += [
+                        _short(csc, s.describe(), failed)
+                        for csc, s in statuses.items()
+                        if not up(s)
+                    ]
+            watching.cancel_scope.cancel()
         if short:
             step.note(f"{len(short)} short: " + ", ".join(short))
             run.journal.facts["CSCs short of their expected state"] = short
@@ -654,6 +674,60 @@ async def wait_for_bring_up(
         else:
             step.note(f"all {len(entries)} CSCs in their expected states")
         return short
+
+
+def _up_or_failed(
+    up: Callable[[CscStatus], bool], failed: dict[CscName, str]
+) -> Callable[[CscStatus], bool]:
+    """Settled: up, or its Job failed (``failed`` grows as the Jobs are read)."""
+
+    def test(status: CscStatus) -> bool:
+        return up(status) or status.csc in failed
+
+    return test
+
+
+#: A Job's failure message can carry a whole schema: the report and Slack get its start.
+_JOB_MESSAGE_CHARS = 400
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _short(csc: CscName, status: str, failed: dict[CscName, str]) -> str:
+    reason = failed.get(csc)
+    return f"{csc} ({status})" if reason is None else f"{csc} ({status}; {reason})"
+
+
+async def _watch_failed_jobs(
+    run: UpgradeRun, entries: list[CscEntry], failed: dict[CscName, str]
+) -> None:
+    """Fill ``failed`` with the CSCs of ``entries`` whose Job has failed, and why.
+
+    A Kubernetes error here is logged, not raised: the wait for the CSCs goes on without it.
+    """
+    jobs_of = {(e.kubernetes.namespace, e.kubernetes.csc): e.name for e in entries if e.kubernetes}
+    if not jobs_of:
+        return
+    every_s = max(4 * run.site.timeouts.poll_s, 1.0)
+    warned = False
+    while True:
+        try:
+            jobs = await run.services.kubernetes.list_jobs(selector="csc")
+        except KubernetesError as exc:
+            if not warned:
+                get_run_logger().warning(
+                    "cannot read the CSCs' Jobs (%s); waiting on SAL alone", exc
+                )
+                warned = True
+        else:
+            for job in jobs:
+                csc = jobs_of.get((job.namespace, job.csc or ""))
+                if csc is not None and job.phase == "Failed":
+                    message = _clip(job.failure_message or "no message", _JOB_MESSAGE_CHARS)
+                    failed[csc] = f"Job {job.namespace}/{job.name} failed: {message}"
+        await anyio.sleep(every_s)
 
 
 def _state_and_alive(state: State | None, window_s: float) -> Callable[[CscStatus], bool]:

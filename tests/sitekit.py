@@ -8,6 +8,7 @@ with the test's own tag, as a person in the Prefect UI would.
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -15,10 +16,19 @@ from prefect import tags
 
 from deployments.operator import GateAnswer, SimulatedOperator
 from deployments.rehearsal import Rehearsal, save_site_block
+from sim.sal_schemas import component_schemas
 from sim.site import SimOptions, SimulatedSite
 from sim.writelog import WriteRecord
 
-__all__ = ["FAST", "operator_for", "run_with_operator", "sal_commands", "save_site"]
+__all__ = [
+    "FAST",
+    "break_heartbeat_schema",
+    "heartbeat_field_type",
+    "operator_for",
+    "run_with_operator",
+    "sal_commands",
+    "save_site",
+]
 
 FAST = SimOptions(
     heartbeat_interval_s=0.5,
@@ -58,3 +68,23 @@ async def run_with_operator(
 
 def sal_commands(records: list[WriteRecord], command: str) -> list[str]:
     return [r.target for r in records if r.service == "sal" and r.method == command]
+
+
+def break_heartbeat_schema(site: SimulatedSite, component: str, csc_class: str) -> str:
+    """Make the upgrade's image of ``csc_class`` send ``component``'s heartbeat's ``heartbeat``
+    field as a string: a change FORWARD compatibility refuses. Returns the changed subject."""
+    assert site.fleet is not None
+    schema = copy.deepcopy(component_schemas(component, indexed=False)["logevent_heartbeat"])
+    for field in schema["fields"]:
+        if field["name"] == "heartbeat":
+            field["type"], field["default"] = "string", ""
+    image = f"ts-dockerhub.lsst.org/{csc_class}:{site.options.upgrade_image_tag}"
+    site.fleet.image_schemas[image] = {component: {"logevent_heartbeat": schema}}
+    return f"lsst.sal.{component}.logevent_heartbeat-value"
+
+
+def heartbeat_field_type(site: SimulatedSite, subject: str) -> Any:
+    """The type of the ``heartbeat`` field in ``subject``'s latest registered schema."""
+    registry = site.registry_app.state.registry
+    latest = registry.schemas[registry.live_versions(subject)[-1].schema_id]
+    return next(f["type"] for f in latest.parsed["fields"] if f["name"] == "heartbeat")

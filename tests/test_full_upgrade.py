@@ -10,7 +10,15 @@ import pytest
 from blocks.site import State
 from deployments.operator import GateAnswer
 from sim.site import SimulatedSite, load_base_site
-from tests.sitekit import FAST, operator_for, run_with_operator, sal_commands, save_site
+from tests.sitekit import (
+    FAST,
+    break_heartbeat_schema,
+    heartbeat_field_type,
+    operator_for,
+    run_with_operator,
+    sal_commands,
+    save_site,
+)
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -84,6 +92,8 @@ async def test_full_upgrade_of_the_summit(summit: SimulatedSite) -> None:
 
     name = f"sim-{uuid.uuid4().hex[:6]}"
     await save_site(summit, name)
+    # The upgrade breaks FORWARD compatibility for real: ATDome's new heartbeat.
+    breaking = break_heartbeat_schema(summit, "ATDome", "atdome")
     operator = operator_for(summit, name, name)
     result = await run_with_operator(
         operator,
@@ -132,6 +142,7 @@ async def test_full_upgrade_of_the_summit(summit: SimulatedSite) -> None:
         if r.service == "schema-registry" and r.target == "/config"
     ]
     assert compat == ["NONE", "FORWARD"]
+    assert heartbeat_field_type(summit, breaking) == "string"  # registered under NONE
 
     # Every CSC is back, in its expected state, on the new image.
     assert summit.fleet is not None
