@@ -9,3 +9,18 @@ fi
 .venv/bin/python -m pip --version >/dev/null 2>&1 || .venv/bin/python -m ensurepip >/dev/null
 .venv/bin/python -m pip install -q --disable-pip-version-check "uv>=0.5"
 .venv/bin/python -m uv pip install -q -p .venv/bin/python -e '.[dev]'
+# tests/test_ui.py drives the Prefect UI in Debian's chromium (Playwright's own browser downloads
+# are never used). Installing it needs root and Debian's archive; without them warn and go on:
+# that test then fails saying how to install it.
+if [ ! -x /usr/bin/chromium ]; then
+    echo "installing Debian's chromium for tests/test_ui.py (about a minute)"
+    if command -v apt-get >/dev/null 2>&1 \
+        && apt-get update -qq \
+        && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; then
+        echo "installed $(/usr/bin/chromium --version 2>/dev/null || echo chromium)"
+    else
+        echo "WARNING: could not install Debian's chromium (/usr/bin/chromium is absent):" \
+            "tests/test_ui.py will fail. Install it as root with:" \
+            "apt-get update && apt-get install --no-install-recommends chromium" >&2
+    fi
+fi
