@@ -7,9 +7,11 @@ topics still hold the states earlier tests left.
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import json
 import time
+import warnings
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
@@ -34,6 +36,7 @@ from clients.sal import (
 )
 from clients.sal.codec import message_key, parse_key, unpack_value
 from clients.sal.errors import CommandError
+from clients.sal.kafka import KafkaSettings, PartitionFeed
 from sim.broker import TansuBroker
 from sim.csc import ALL_COMMANDS, CscBehaviour, SimulatedCsc
 from sim.sal_schemas import component_schemas
@@ -515,3 +518,25 @@ async def test_initial_states_apply_to_the_next_start_only(
     assert await fleet.start(name) is not None
     assert (await sal_client.summary_states([name]))[name] is State.STANDBY
     await fleet.stop(name)
+
+
+async def test_a_feed_closes_its_consumer_on_every_path(tansu_broker: TansuBroker) -> None:
+    """A watch that is stopped before it started (an error on the way in, a cancelled run)
+    still closes its consumer: aiokafka warns about any consumer left open."""
+    settings = KafkaSettings(bootstrap_servers=tansu_broker.bootstrap_servers)
+
+    async def ignore(record: ConsumerRecord[bytes, bytes]) -> None:
+        del record
+
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always", ResourceWarning)
+        never_started = PartitionFeed(settings, ignore, name="never-started")
+        await never_started.stop()
+        started = PartitionFeed(settings, ignore, name="started")
+        await started.start()
+        await started.stop()
+        await started.stop()  # twice is harmless
+        del never_started, started
+        gc.collect()
+    unclosed = [str(w.message) for w in seen if "Unclosed" in str(w.message)]
+    assert unclosed == []

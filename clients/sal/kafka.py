@@ -303,17 +303,23 @@ class PartitionFeed:
         self._task = asyncio.create_task(self._run(), name=f"{self.name}-reader")
 
     async def stop(self) -> None:
+        """Stop reading and close the consumer, whatever state the reader is in."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        for change in self._changes:
-            if not change.done.done():
-                change.done.cancel()
-        self._changes.clear()
-        if self._started:
+        try:
+            if task is not None:
+                task.cancel()
+                # Waits without raising what the reader may have died of: the consumer is
+                # closed below on every path.
+                await asyncio.wait([task])
+                if not task.cancelled() and task.exception() is not None:
+                    _logger.error("%s: the reader had died: %r", self.name, task.exception())
+        finally:
+            for change in self._changes:
+                if not change.done.done():
+                    change.done.cancel()
+            self._changes.clear()
             self._started = False
+            # Even if never started: aiokafka warns about any consumer not stopped.
             await self._consumer.stop()
 
     @property
