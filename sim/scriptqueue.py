@@ -223,6 +223,7 @@ class ScriptQueueSim:
         self._http: httpx.AsyncClient | None = None
         self._registry: SchemaRegistryClient | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._run_failures: dict[str, str] = {}
         handlers: dict[str, CommandHandler] = {
             "add": self._do_add,
             "pause": self._do_pause,
@@ -269,6 +270,14 @@ class ScriptQueueSim:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+    def fail_next_run(self, path: str, message: str) -> None:
+        """Make the next script of ``path`` to run fail at once with ``message`` (a fault).
+
+        It loads and is configured as usual, then raises before doing any of its work: it ends
+        FAILED and pauses its queue, as a script that crashes does.
+        """
+        self._run_failures[path] = message
 
     def log_lines(self, index: int) -> list[str]:
         """The messages script ``index`` logged."""
@@ -501,7 +510,9 @@ class ScriptQueueSim:
         await self._set(
             queue, script, process=ScriptProcessState.RUNNING, state=ScriptState.RUNNING
         )
-        script.run_task = asyncio.create_task(sim.run(), name=f"script-{script.index}-run")
+        failure = self._run_failures.pop(script.path, None)
+        work = sim.run() if failure is None else _crash(failure)
+        script.run_task = asyncio.create_task(work, name=f"script-{script.index}-run")
         try:
             await script.run_task
         except asyncio.CancelledError:
@@ -749,3 +760,8 @@ class ScriptQueueSim:
             configSchema=script_schema_yaml(kind),
         )
         return None
+
+
+async def _crash(message: str) -> None:
+    """A script's run that fails on its first line (`ScriptQueueSim.fail_next_run`)."""
+    raise RuntimeError(message)

@@ -31,13 +31,15 @@ from prefect.client.schemas.filters import (
 from prefect.client.schemas.objects import State as PrefectState
 from prefect.states import Cancelled
 
-from blocks.site import CscName, SiteConfig
+from blocks.site import CscName, SiteConfig, State, parse_csc_name
 from blocks.upgrade_site import save_site_block
 from clients.lag import ConsumerLagClient
+from clients.sal.enums import SalRetCode
 from deployments.operator import SimulatedOperator
 from flows.common import upgrade_run
 from flows.run import UpgradeRun
 from flows.sections import (
+    shut_down_control_system,
     sync_app,
     telegraf_to_zero,
     wait_for_bring_up,
@@ -46,7 +48,7 @@ from flows.sections import (
 from flows.signoff import UpgradeAborted
 from sim.csc import CscBehaviour
 from sim.site import SimulatedSite, load_base_site
-from tests.sitekit import FAST, run_with_operator
+from tests.sitekit import FAST, run_with_operator, sal_commands
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -276,6 +278,149 @@ async def test_fault_csc_that_never_heartbeats_is_reported_short(stand: Simulate
     assert "STANDBY, heartbeat" in result["short"][0]
     assert any("ATMCS:0 (STANDBY" in m.text for m in stand.slack_messages)
     assert "ATMCS:0 (STANDBY" in await report_of(state)
+
+
+# --- Shutting down -------------------------------------------------------------------------------
+
+
+async def shutdown(run: UpgradeRun) -> None:
+    """The full upgrade's shutdown section, as `full_upgrade` calls it."""
+    await shut_down_control_system(reason=f"{run.upgrade_id} upgrade")
+
+
+def step_detail(report: str, title: str) -> str:
+    """The detail column of the report's row for the step titled ``title``."""
+    rows = [line for line in report.splitlines() if line.startswith(f"| shut down | {title} |")]
+    assert len(rows) == 1, rows
+    return rows[0].split(" | ")[-1].removesuffix(" |")
+
+
+def exit_controls(site: SimulatedSite, since: int, csc: CscName) -> list[str]:
+    """Who sent ``csc`` each of its ``exitControl`` since record ``since`` (SAL identities)."""
+    return [
+        str(r.body.get("identity", ""))
+        for r in site.write_log.records[since:]
+        if r.service == "sal" and r.method == "exitControl" and r.target == str(csc)
+    ]
+
+
+async def test_fault_csc_that_never_reports_offline_is_confirmed_by_silence(
+    tmp_path: Path,
+) -> None:
+    async with open_stand(tmp_path, stand_config(quiet=frozenset({str(MTVMS)}))) as stand:
+        name = await save(stand, transition_s=5.0)
+        since = len(stand.write_log.records)
+
+        state = await run_steps(name, shutdown)
+
+        # The VMS acked exitControl and fell silent without ever saying OFFLINE: that is gone.
+        assert state.is_completed(), state
+        assert sal_commands(stand.write_log.records[since:], "exitControl").count("MTVMS:1") == 1
+        assert exit_controls(stand, since, MTVMS)[0].startswith("Script:")
+        assert stand.fleet is not None
+        assert stand.fleet.state_of(MTVMS) is None
+        report = await report_of(state)
+        targets = len(STAND_CSCS)
+        assert step_detail(report, "Confirmed by heartbeats") == f"{targets} CSCs silent"
+        assert "MTVMS:1" not in step_detail(report, "Stragglers OFFLINE in parallel")
+
+
+async def test_fault_csc_that_never_reports_offline_and_keeps_beating_stops_the_run(
+    tmp_path: Path,
+) -> None:
+    async with open_stand(tmp_path, stand_config(quiet=frozenset({str(MTVMS)}))) as stand:
+        name = await save(stand, transition_s=2.0)
+        assert stand.fleet is not None
+        # It acks exitControl and carries on as if nothing had been asked: never OFFLINE, and
+        # its heartbeats go on.
+        stand.fleet.set_behaviour(
+            MTVMS,
+            CscBehaviour(
+                never_reports_offline=True,
+                forced_acks={"exitControl": (SalRetCode.CMD_COMPLETE, "Done")},
+            ),
+        )
+        since = len(stand.write_log.records)
+
+        state = await run_steps(name, shutdown)
+
+        # Given its window to fall silent, it is a straggler: sent OFFLINE once by the flow,
+        # it still beats, and the run stops naming it.
+        assert state.is_failed(), state
+        message = state.message or ""
+        assert "could not send OFFLINE: MTVMS:1:" in message, message
+        senders = exit_controls(stand, since, MTVMS)
+        assert len(senders) == 2, senders
+        assert senders[0].startswith("Script:")
+        assert not senders[1].startswith("Script:")
+        assert stand.fleet.state_of(MTVMS) is State.STANDBY
+        report = await report_of(state)
+        assert "Stopped: RuntimeError: could not send OFFLINE: MTVMS:1:" in report
+        # The other CSCs were shut down all the same.
+        others = STAND_CSCS - {str(MTVMS)}
+        assert all(stand.fleet.state_of(parse_csc_name(c)) is None for c in others)
+
+
+async def test_fault_shutdown_script_failed_the_flow_resumes_the_queue_and_sends_the_rest_offline(
+    stand: SimulatedSite,
+) -> None:
+    name = await save(stand, transition_s=5.0)
+    config = stand.site_config(name)
+    queue = f"ScriptQueue:{config.shutdown.queue}"
+    # It crashes before sending anything OFFLINE: every CSC but the Watcher is still running.
+    stand.script_queues.fail_next_run("system_wide_shutdown.py", "Simulated crash")
+    since = len(stand.write_log.records)
+
+    state = await run_steps(name, shutdown)
+
+    assert state.is_completed(), state
+    records = stand.write_log.records[since:]
+    flow = exit_controls(stand, since, CscName(name="Watcher", index=0))[0]  # the flow's own
+    assert not flow.startswith("Script:")
+    # The paused queue was resumed first (its next script sends the queues OFFLINE), then the
+    # flow sent every CSC the script left OFFLINE itself, each once.
+    resumed = [i for i, r in enumerate(records) if r.method == "resume" and r.target == queue]
+    assert len(resumed) == 1, resumed
+    by_flow = [
+        (i, r.target)
+        for i, r in enumerate(records)
+        if r.service == "sal"
+        and r.method == "exitControl"
+        and r.body.get("identity") == flow
+        and r.target != "Watcher:0"
+    ]
+    left = {
+        str(e.name)
+        for e in config.cscs
+        if e.summary_state and e.name.name not in {"Watcher", "ScriptQueue"}
+    }
+    assert sorted(t for _, t in by_flow) == sorted(left)
+    assert min(i for i, _ in by_flow) > resumed[0]
+    assert sal_commands(records, "exitControl").count("ATDome:0") == 1
+    assert stand.fleet is not None
+    assert all(stand.fleet.state_of(e.name) is None for e in config.cscs if e.summary_state)
+    report = await report_of(state)
+    detail = step_detail(report, "system_wide_shutdown.py")
+    assert "FAILED" in detail
+    assert "queue resumed" in detail
+    assert f"{len(left)} sent OFFLINE" in step_detail(report, "Stragglers OFFLINE in parallel")
+
+
+async def test_fault_shutdown_script_that_does_not_end_in_time_stops_the_run_naming_it(
+    stand: SimulatedSite,
+) -> None:
+    name = await save(stand, transition_s=3.0, shutdown_script_s=2.0)
+    assert stand.fleet is not None
+    stand.fleet.set_behaviour(ATDOME, CscBehaviour(answer_delay_s=5.0))  # the script waits on it
+
+    state = await run_steps(name, shutdown)
+
+    # The script's time limit, named as such (a TimeoutError, not the site's lock being busy).
+    assert state.is_failed(), state
+    message = state.message or ""
+    assert "(system_wide_shutdown.py) did not finish within 2.0 s" in message, message
+    assert "busy" not in message
+    assert "Stopped: ScriptTimeout: ScriptQueue:1 script" in await report_of(state)
 
 
 # --- Argo CD -------------------------------------------------------------------------------------
