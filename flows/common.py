@@ -11,7 +11,7 @@ from typing import Any
 from prefect import get_client, tags
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.asyncio import concurrency
-from prefect.exceptions import ObjectAlreadyExists
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 from prefect.variables import Variable
@@ -52,12 +52,18 @@ async def site_lock(site: str, holder: dict[str, Any]) -> AsyncIterator[None]:
     """
     name = lock_name(site)
     async with get_client() as client:
-        with contextlib.suppress(ObjectAlreadyExists):
-            await client.create_global_concurrency_limit(
-                GlobalConcurrencyLimitCreate(name=name, limit=1)
-            )
+        try:
+            await client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            # Created at a site's first run; two first runs at once: one creates it.
+            with contextlib.suppress(ObjectAlreadyExists):
+                await client.create_global_concurrency_limit(
+                    GlobalConcurrencyLimitCreate(name=name, limit=1)
+                )
+    acquired = False
     try:
         async with concurrency(name, occupy=1, timeout_seconds=LOCK_WAIT_S, strict=True):
+            acquired = True
             await Variable.aset(f"{name}-holder", holder, overwrite=True)
             try:
                 yield
@@ -65,6 +71,10 @@ async def site_lock(site: str, holder: dict[str, Any]) -> AsyncIterator[None]:
                 with contextlib.suppress(Exception):
                     await Variable.aunset(f"{name}-holder")
     except TimeoutError:
+        if acquired:
+            # The run's own time limit (a script that did not end in time is a TimeoutError):
+            # the site was ours, so it is not busy.
+            raise
         held: object = await Variable.aget(f"{name}-holder", default={})
         who = (
             ", ".join(f"{key} {value}" for key, value in held.items())

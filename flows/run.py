@@ -25,13 +25,16 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from uuid import UUID
 
+from prefect import get_client
 from prefect.artifacts import (
     acreate_markdown_artifact,
     acreate_progress_artifact,
     acreate_table_artifact,
     aupdate_progress_artifact,
 )
+from prefect.client.schemas.actions import BlockDocumentUpdate
 from prefect.logging import get_run_logger
 from pydantic import BaseModel, Field
 
@@ -104,6 +107,7 @@ class UpgradeRun:
     memory: RunMemory = field(default_factory=RunMemory)
     restores: dict[str, Restore] = field(default_factory=dict)
     _progress_id: Any = None
+    _memory_id: UUID | None = None
     _board: StateBoard | None = None
     # Changes made in parallel each save the memory: one save at a time, so that the last one
     # stored holds every change (concurrent saves could land out of order).
@@ -131,6 +135,7 @@ class UpgradeRun:
                 stored: object = await UpgradeMemory.aload(self.memory_name)
                 if isinstance(stored, UpgradeMemory):
                     self.memory = RunMemory.model_validate(stored.value)
+                    self._memory_id = stored._block_document_id  # noqa: SLF001 (Prefect's own)
         with contextlib.suppress(Exception):
             self._progress_id = await acreate_progress_artifact(
                 progress=0.0,
@@ -160,10 +165,19 @@ class UpgradeRun:
         if self.dry_run:
             return
         # A block, not a Variable: variables hold at most 5,000 characters.
+        value = self.memory.model_dump(mode="json")
         async with self._saving:
-            await UpgradeMemory(value=self.memory.model_dump(mode="json")).asave(
-                self.memory_name, overwrite=True
-            )
+            if self._memory_id is None:
+                # Saving a block registers its type and schema and may first fail to create
+                # it: once per run. Each later change is one update of the document.
+                self._memory_id = await UpgradeMemory(value=value).asave(
+                    self.memory_name, overwrite=True
+                )
+                return
+            async with get_client() as client:
+                await client.update_block_document(
+                    self._memory_id, BlockDocumentUpdate(data={"value": value})
+                )
 
     async def progress(self, percent: float, _title: str) -> None:
         if self._progress_id is None:
