@@ -23,7 +23,7 @@ from typing import cast
 from bench.harness import FigureModule, Options
 
 #: The figure modules, run in this order; ``--only`` names them by their last part.
-FIGURES = ["bench.sweep", "bench.lag"]
+FIGURES = ["bench.sweep", "bench.lag", "bench.flow"]
 
 
 def _short(module: str) -> str:

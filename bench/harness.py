@@ -30,6 +30,7 @@ __all__ = [
     "median",
     "peak_rss_kib",
     "service",
+    "tree_cpu_s",
     "until_stopped",
 ]
 
@@ -117,6 +118,33 @@ def median(values: Sequence[float]) -> float:
 def peak_rss_kib() -> int:
     """This process's peak resident set so far (``ru_maxrss``: KiB on Linux)."""
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) used so far by process ``pid`` and its descendants
+    (Linux ``/proc``; 0 for processes that have gone)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat.rpartition(")")[2].split()
+        parents[int(entry.name)] = int(fields[1])
+        ticks[int(entry.name)] = int(fields[11]) + int(fields[12])
+    tree = {pid}
+    grew = True
+    while grew:
+        grew = False
+        for child, parent in parents.items():
+            if parent in tree and child not in tree:
+                tree.add(child)
+                grew = True
+    return sum(ticks.get(p, 0) for p in tree) / tick
 
 
 class WorkerError(RuntimeError):

@@ -14,7 +14,8 @@ Kafka error): what it measured before that stays in the answer. Tasks:
   all the CSCs or on a sample, then scaled to all;
 - ``lag-ours``: per round, a cold `ConsumerLagClient` measures each family in turn;
 - ``lag-kt``: the baseline, kafka-tools' algorithm (`kt_lag`), one new AdminClient per family as
-  each ``kt consumers <site> lag`` run makes.
+  each ``kt consumers <site> lag`` run makes;
+- ``flow-upgrade``: one full upgrade, sampled (`bench.flowrun`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import asyncio
 import concurrent.futures
 import faulthandler
 import gc
+import importlib
 import json
 import signal
 import sys
@@ -249,6 +251,13 @@ async def lag_kt(params: dict[str, Any], answer: dict[str, Any]) -> None:
         answer["found"] = totals
 
 
+async def _flow_upgrade(params: dict[str, Any], answer: dict[str, Any]) -> None:
+    # Imported only by this task's worker: the others need no Prefect.
+    from bench.flowrun import flow_upgrade  # noqa: PLC0415
+
+    await flow_upgrade(params, answer)
+
+
 #: A task runs its rounds and fills in its answer as it goes (what it got before a failure stays).
 Task = Callable[[dict[str, Any], dict[str, Any]], Coroutine[Any, Any, None]]
 TASKS: dict[str, Task] = {
@@ -256,6 +265,7 @@ TASKS: dict[str, Task] = {
     "sweep-naive": sweep_naive,
     "lag-ours": lag_ours,
     "lag-kt": lag_kt,
+    "flow-upgrade": _flow_upgrade,
 }
 
 
@@ -283,6 +293,10 @@ def main() -> None:
     # SIGUSR1 (of its asyncio tasks) before it is killed: the driver reports where it hung.
     faulthandler.register(signal.SIGUSR2, all_threads=True)
     task = TASKS[sys.argv[1]]
+    if sys.argv[1] == "flow-upgrade":
+        # Prefect and the flows are imports, not what the upgrade itself needs.
+        importlib.import_module("bench.flowrun")
+        importlib.import_module("flows.full_upgrade")
     params = json.loads(sys.stdin.read())
     gc.collect()
     before = peak_rss_kib()

@@ -54,6 +54,11 @@ class LocalPrefectServer:
         self._log = home / "server.log"
 
     @property
+    def pid(self) -> int | None:
+        """The server process's id while it runs."""
+        return self._process.pid if self._process is not None else None
+
+    @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
