@@ -19,6 +19,7 @@ from prefect.client.schemas.objects import State as PrefectState
 
 from blocks.site import CscName, SiteConfig, State
 from blocks.upgrade_site import save_site_block
+from flows.run import UpgradeRun
 from sim.site import SimulatedSite
 from tests.sitekit import (
     break_heartbeat_schema,
@@ -26,7 +27,7 @@ from tests.sitekit import (
     operator_for,
     run_with_operator,
 )
-from tests.test_faults import LIMIT_S, report_of, stand
+from tests.test_faults import LIMIT_S, report_of, run_steps, stand
 
 pytestmark = pytest.mark.usefixtures("prefect_server")
 
@@ -74,14 +75,37 @@ async def save_breaking_stand(stand: SimulatedSite) -> tuple[str, SiteConfig]:
     return name, config
 
 
+async def deploy_only(stand: SimulatedSite, name: str) -> Any:
+    """The deploy section alone, after what the clean-up did: the CSC Jobs deleted."""
+    from flows.sections import deploy
+
+    async def steps(run: UpgradeRun) -> None:
+        stand.model.publish_upgrade(revision="5f3e2a1", image_tag=stand.options.upgrade_image_tag)
+        await run.services.kubernetes.cleanup_all(run.site.cleanup)
+        await deploy(sync_sasquatch="no", nublado_available_after=False)
+
+    return await run_steps(name, steps, operator_for(stand, name, name))
+
+
+@pytest.mark.parametrize(
+    "how",
+    [
+        # The deploy section meets the refusal; the whole upgrade (slow) shows the same.
+        "deploy",
+        pytest.param("full-upgrade", marks=pytest.mark.slow),
+    ],
+)
 async def test_without_none_the_new_schema_is_refused_and_its_csc_reported_short(
-    stand: SimulatedSite,
+    stand: SimulatedSite, how: str
 ) -> None:
     name, config = await save_breaking_stand(stand)
     assert stand.fleet is not None
     start = len(stand.write_log.records)
 
-    state = await upgrade(stand, name, "c0045", breaks=False)
+    if how == "deploy":
+        state = await deploy_only(stand, name)
+    else:
+        state = await upgrade(stand, name, "c0045", breaks=False)
 
     # The procedure: report the stragglers, then carry on.
     assert state.is_completed(), state
