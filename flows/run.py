@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from uuid import UUID
 
+import anyio
+import httpx
 from prefect import get_client
 from prefect.artifacts import (
     acreate_markdown_artifact,
@@ -36,6 +38,7 @@ from prefect.artifacts import (
 )
 from prefect.client.schemas.actions import BlockDocumentUpdate
 from prefect.logging import get_run_logger
+from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
 from pydantic import BaseModel, Field
 
 from blocks.memory import UpgradeMemory
@@ -80,6 +83,8 @@ class RunMemory(BaseModel):
     actions: list[str] = Field(default_factory=list)
     sign_offs: dict[str, SignOffRecord] = Field(default_factory=dict)
     facts: dict[str, Any] = Field(default_factory=dict)
+    told: list[str] = Field(default_factory=list)
+    """The `UpgradeRun.notify` ``once`` keys of the messages already posted."""
 
 
 @dataclass
@@ -174,10 +179,7 @@ class UpgradeRun:
                     self.memory_name, overwrite=True
                 )
                 return
-            async with get_client() as client:
-                await client.update_block_document(
-                    self._memory_id, BlockDocumentUpdate(data={"value": value})
-                )
+            await _update_memory(self._memory_id, value)
 
     async def progress(self, percent: float, _title: str) -> None:
         if self._progress_id is None:
@@ -279,14 +281,26 @@ class UpgradeRun:
 
         return notify
 
-    async def notify(self, text: str, *, audience: Audience = Audience.SITE) -> None:
-        """Tell people on Slack (never raises); in a dry run only plan it."""
+    async def notify(
+        self, text: str, *, audience: Audience = Audience.SITE, once: str | None = None
+    ) -> None:
+        """Tell people on Slack (never raises); in a dry run only plan it.
+
+        A message given a ``once`` key is posted once per upgrade id: a re-run after a crash
+        does not tell the camera team again that they may start a stage they are already past.
+        """
         if self.dry_run:
             self.journal.planned(f"Slack ({audience.value}): {text}")
+            return
+        if once is not None and once in self.memory.told:
+            get_run_logger().info("already told in an earlier run of %s: %s", self.upgrade_id, text)
             return
         posted = await self.services.slack.notify(text, audience=audience)
         self.journal.facts.setdefault("slack messages", 0)
         self.journal.facts["slack messages"] += 1 if posted else 0
+        if once is not None and posted:
+            self.memory.told.append(once)
+            await self._remember()
 
     # --- restores ------------------------------------------------------------------------------
 
@@ -371,3 +385,30 @@ class UpgradeRun:
 
 def aborted_message(exc: UpgradeAborted) -> str:
     return f"Aborted by {exc.record.operator} at '{exc.record.title}'"
+
+
+#: Quick retries of a memory update refused as busy, before the client's own (2 s, 4 s, ...).
+_BUSY_RETRIES_S = (0.05, 0.1, 0.2, 0.4, 0.8)
+
+
+async def _update_memory(document_id: UUID, value: dict[str, Any]) -> None:
+    """Replace the memory block's data, in one request.
+
+    On SQLite, the Prefect server refuses a block update as busy (503) whenever another write
+    committed while it read, which right after a task run's end is nearly always; the client
+    would wait 2 s before its retry, on every change the flow makes. Retried here quickly
+    first, then with the client's own back-off.
+    """
+    update = BlockDocumentUpdate(data={"value": value}, merge_existing_data=False)
+    async with get_client() as client:
+        for delay_s in _BUSY_RETRIES_S:
+            try:
+                with temporary_settings(updates={PREFECT_CLIENT_MAX_RETRIES: 0}):
+                    await client.update_block_document(document_id, update)
+            except httpx.HTTPStatusError as exc:
+                if exc.response.status_code != httpx.codes.SERVICE_UNAVAILABLE:
+                    raise
+                await anyio.sleep(delay_s)
+            else:
+                return
+        await client.update_block_document(document_id, update)

@@ -131,10 +131,28 @@ async def shut_down_control_system(reason: str) -> None:
     ) as step:
         await _queues_offline(run, step)
     async with run.step(section, "stragglers", "Stragglers OFFLINE in parallel") as step:
-        await _stragglers_offline(run, step)
+        if not _confirmed_earlier(run, step):
+            await _stragglers_offline(run, step)
     async with run.step(section, "confirm-shutdown", "Confirmed by heartbeats") as step:
-        await _confirm_shutdown(run, step)
+        if not _confirmed_earlier(run, step):
+            await _confirm_shutdown(run, step)
     await record_states(run, "after shutdown")
+
+
+#: Remembered once a run has confirmed the shutdown. A re-run of the upgrade id (after a crash
+#: in the deploy, say) must not look for CSCs still running: those running now were brought
+#: back by the deploy, and sending them OFFLINE would undo it.
+SHUTDOWN_CONFIRMED = "shutdown confirmed"
+
+
+def _confirmed_earlier(run: UpgradeRun, step: StepHandle) -> bool:
+    if run.dry_run or SHUTDOWN_CONFIRMED not in run.memory.facts:
+        return False
+    step.skip(
+        f"confirmed by an earlier run of {run.upgrade_id}: CSCs running now were brought back "
+        "by its deploy"
+    )
+    return True
 
 
 async def _watcher_offline(run: UpgradeRun, step: StepHandle) -> None:
@@ -225,6 +243,7 @@ async def _confirm_shutdown(run: UpgradeRun, step: StepHandle) -> None:
     step.note(
         f"{len(targets)} CSCs silent" + (f"; kept running: {', '.join(kept)}" if kept else "")
     )
+    await run.remember_fact(SHUTDOWN_CONFIRMED, f"{len(targets)} CSCs silent")
 
 
 async def _still_running(run: UpgradeRun, targets: list[CscName]) -> list[CscName]:
@@ -316,6 +335,7 @@ async def clean_up() -> None:
         await run.notify(
             f"{site.title}: the control system is down — ready for camera upgrade Stage 1.",
             audience=Audience.CAMERA,
+            once="camera-stage-1",
         )
     if site.is_summit:
         async with run.step(section, "bare-metal-shutdown", "Bare-metal deployments shut down"):
@@ -326,7 +346,12 @@ async def clean_up() -> None:
                 "for telegraf and the LOVE producers to finish consuming.",
             )
     async with run.step(section, "lag-drained", "telegraf and LOVE producers drained") as step:
-        await _wait_for_lag_drained(run, step, "lag before cleanup")
+        if run.already_done("cleanup-all"):
+            # A re-run: the drain was confirmed before the cleanup, and the consumers may be
+            # gone (LOVE's producers) or back with new traffic (the deploy had begun).
+            step.skip(f"drained before cleanup_all, in an earlier run of {run.upgrade_id}")
+        else:
+            await _wait_for_lag_drained(run, step, "lag before cleanup")
     async with run.step(section, "cleanup-all", "CSC Jobs deleted (cleanup_all)") as step:
         report = await run.act(
             "cleanup-all",
@@ -504,6 +529,7 @@ async def update_configurations(breaks_schema_compatibility: bool) -> None:
         await run.notify(
             f"{site.title}: configurations are updated; the camera upgrade can go on to Stage 2.",
             audience=Audience.CAMERA,
+            once="camera-stage-2",
         )
     if breaks_schema_compatibility:
         async with run.step(section, "registry-none", "Schema registry compatibility NONE") as step:
