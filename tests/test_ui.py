@@ -57,6 +57,10 @@ UI_TIMEOUT_MS = 60_000
 #: The whole exchange, from the flow's start to its end.
 LIMIT_S = 180.0
 
+#: Slow: a second Prefect server (the test harness's serves no UI) and a browser beside the
+#: Summit's end-to-end run took CI past its 10 minutes on 2 cores. Run with ``-m slow``.
+pytestmark = pytest.mark.slow
+
 GATE = "camera-bridges"
 TITLE = "Camera bridges stopped"
 OPERATOR = "Vera Rubin"
