@@ -9,10 +9,11 @@ fi
 .venv/bin/python -m pip --version >/dev/null 2>&1 || .venv/bin/python -m ensurepip >/dev/null
 .venv/bin/python -m pip install -q --disable-pip-version-check "uv>=0.5"
 .venv/bin/python -m uv pip install -q -p .venv/bin/python -e '.[dev]'
-# tests/test_ui.py drives the Prefect UI in Debian's chromium (Playwright's own browser downloads
-# are never used). Installing it needs root and Debian's archive; without them warn and go on:
-# that test then fails saying how to install it.
-if [ ! -x /usr/bin/chromium ]; then
+# tests/test_ui.py (slow) drives the Prefect UI in Debian's chromium (Playwright's own browser
+# downloads are never used); scripts/test.sh asks for it (WITH_BROWSER=1) when slow tests run.
+# Installing it needs root and Debian's archive; without them warn and go on: that test then
+# fails saying how to install it.
+if [ "${WITH_BROWSER:-0}" = 1 ] && [ ! -x /usr/bin/chromium ]; then
     echo "installing Debian's chromium for tests/test_ui.py (about a minute)"
     if command -v apt-get >/dev/null 2>&1 \
         && apt-get update -qq \

@@ -3,6 +3,8 @@
 # simulated site. CI runs exactly this (.ci/run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Debian's chromium only when the slow tests (the UI test among them) are asked for.
+case " $* " in *slow*) export WITH_BROWSER=1 ;; esac
 bash scripts/install.sh
 export DO_NOT_TRACK=1 PREFECT_SERVER_ANALYTICS_ENABLED=false
 .venv/bin/ruff check .
