@@ -133,6 +133,34 @@ async def test_summary_states_and_heartbeats(launch: Launcher, sal_client: SalCl
     assert statuses[second].alive(WINDOW_S)
 
 
+async def test_a_csc_whose_heartbeat_write_hangs_does_not_silence_the_others(
+    launch: Launcher, sal_client: SalClient
+) -> None:
+    """Real CSCs beat each on its own: one stuck write (a busy topic) must not hold the rest."""
+    stuck, steady = fresh("Stuck"), fresh("Steady")
+    blocked = await launch(stuck)
+    await launch(steady)
+    write = blocked.write
+    release = asyncio.Event()
+
+    async def hanging_write(sal_name: str, **values: Any) -> dict[str, Any]:
+        if sal_name == "logevent_heartbeat":
+            await release.wait()
+        return await write(sal_name, **values)
+
+    blocked.write = hanging_write  # type: ignore[method-assign]
+    try:
+        await asyncio.sleep(2.0)  # ten heartbeat periods of the fleet
+        ages = await sal_client.heartbeats([stuck, steady], 5.0)
+    finally:
+        release.set()
+    steady_age, stuck_age = ages[steady], ages[stuck]
+    assert steady_age is not None
+    assert steady_age < 0.6, ages
+    assert stuck_age is not None
+    assert stuck_age > 1.5, ages
+
+
 async def test_board_waits_and_names_the_cscs_still_short(
     launch: Launcher, sal_client: SalClient
 ) -> None:
