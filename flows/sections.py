@@ -297,6 +297,7 @@ async def send_offline(run: UpgradeRun, step: StepHandle, cscs: list[CscName]) -
     await run.services.sal.prepare_commands({csc.name for csc in cscs})
     limiter = anyio.CapacityLimiter(site.csc_parallelism)
     failures: list[str] = []
+    failed: set[CscName] = set()
 
     async def offline(csc: CscName) -> None:
         async with limiter:
@@ -308,9 +309,11 @@ async def send_offline(run: UpgradeRun, step: StepHandle, cscs: list[CscName]) -
                 )
             except Exception as exc:  # noqa: BLE001 - every straggler is tried; all are reported
                 failures.append(f"{csc}: {exc}")
+                failed.add(csc)
 
     await asyncio.gather(*(offline(csc) for csc in cscs))
-    step.note(f"{len(cscs)} sent OFFLINE: {', '.join(map(str, cscs))}")
+    sent = [csc for csc in cscs if csc not in failed]
+    step.note(f"{len(sent)} sent OFFLINE: {', '.join(map(str, sent))}" if sent else "none sent")
     if failures:
         raise RuntimeError("could not send OFFLINE: " + "; ".join(failures))
 

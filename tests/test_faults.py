@@ -356,6 +356,9 @@ async def test_fault_csc_that_never_reports_offline_and_keeps_beating_stops_the_
         assert stand.fleet.state_of(MTVMS) is State.STANDBY
         report = await report_of(state)
         assert "Stopped: RuntimeError: could not send OFFLINE: MTVMS:1:" in report
+        # It is the one straggler, and it is not counted as sent.
+        detail = step_detail(report, "Stragglers OFFLINE in parallel")
+        assert detail.startswith("none sent; could not send OFFLINE: MTVMS:1"), detail
         # The other CSCs were shut down all the same.
         others = STAND_CSCS - {str(MTVMS)}
         assert all(stand.fleet.state_of(parse_csc_name(c)) is None for c in others)
