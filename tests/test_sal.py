@@ -10,6 +10,8 @@ import asyncio
 import gc
 import itertools
 import json
+import os
+import signal
 import time
 import warnings
 from collections.abc import AsyncIterator, Callable
@@ -36,7 +38,7 @@ from clients.sal import (
 )
 from clients.sal.codec import message_key, parse_key, unpack_value
 from clients.sal.errors import CommandError
-from clients.sal.kafka import KafkaSettings, PartitionFeed
+from clients.sal.kafka import END, KafkaSettings, PartitionFeed
 from sim.broker import TansuBroker
 from sim.csc import ALL_COMMANDS, CscBehaviour, SimulatedCsc
 from sim.sal_schemas import component_schemas
@@ -568,3 +570,38 @@ async def test_a_feed_closes_its_consumer_on_every_path(tansu_broker: TansuBroke
         gc.collect()
     unclosed = [str(w.message) for w in seen if "Unclosed" in str(w.message)]
     assert unclosed == []
+
+
+async def test_a_feed_rides_out_a_broker_that_stalls_while_it_is_positioned() -> None:
+    """A broker too busy to answer the end-offsets request in time is asked again: the watch
+    that needed it (a command's acks, a board) starts late rather than failing the run."""
+    async with TansuBroker() as broker:
+        assert broker.pid is not None
+        settings = KafkaSettings(
+            bootstrap_servers=broker.bootstrap_servers, request_timeout_ms=1000
+        )
+        producer = settings.producer()
+        await producer.start()
+        seen: list[bytes | None] = []
+
+        async def keep(record: ConsumerRecord[bytes, bytes]) -> None:
+            seen.append(record.value)
+
+        feed = PartitionFeed(settings, keep, name="stalled")
+        try:
+            await producer.send_and_wait("stalled", b"before", partition=0)
+            await feed.start()
+            os.kill(broker.pid, signal.SIGSTOP)
+            try:
+                adding = asyncio.create_task(feed.add({TopicPartition("stalled", 0): END}))
+                await asyncio.sleep(1.5)  # past one request's time limit
+                assert not adding.done()
+            finally:
+                os.kill(broker.pid, signal.SIGCONT)
+            async with asyncio.timeout(10):
+                await adding
+            await producer.send_and_wait("stalled", b"after", partition=0)
+            await eventually(lambda: seen == [b"after"])
+        finally:
+            await feed.stop()
+            await producer.stop()

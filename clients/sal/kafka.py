@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from clients.sal.errors import SalKafkaError
 
@@ -35,6 +35,9 @@ __all__ = [
 ]
 
 _logger = logging.getLogger(__name__)
+
+#: A broker too busy to answer an offsets request in time (10 s each) is asked again, so long.
+_OFFSETS_ATTEMPTS = 3
 
 #: Where a partition added to a `PartitionFeed` starts: its first record, the end, or an offset.
 StartAt = Literal["beginning", "end"] | int
@@ -442,11 +445,29 @@ class PartitionFeed:
         to_end = [tp for tp, where in new.items() if where == END]
         if to_end:
             # A direct offsets request: seek_to_end waits for the fetcher's own reset cycle.
-            for tp, offset in (await self._consumer.end_offsets(to_end)).items():
+            for tp, offset in (await self._end_offsets(to_end)).items():
                 self._consumer.seek(tp, offset)
         to_beginning = [tp for tp, where in new.items() if where == BEGINNING]
         if to_beginning:
             await self._consumer.seek_to_beginning(*to_beginning)
+
+    async def _end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        for attempt in range(1, _OFFSETS_ATTEMPTS + 1):
+            try:
+                ends: dict[TopicPartition, int] = await self._consumer.end_offsets(partitions)
+            except KafkaTimeoutError:
+                if attempt == _OFFSETS_ATTEMPTS:
+                    raise
+                _logger.warning(
+                    "%s: the broker did not give %d end offset(s) in time; asking again (%d/%d)",
+                    self.name,
+                    len(partitions),
+                    attempt + 1,
+                    _OFFSETS_ATTEMPTS,
+                )
+            else:
+                return ends
+        raise AssertionError("unreachable")
 
 
 def _merge(changes: list[_Change]) -> tuple[dict[TopicPartition, StartAt], set[TopicPartition]]:
