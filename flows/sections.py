@@ -296,8 +296,7 @@ async def send_offline(run: UpgradeRun, step: StepHandle, cscs: list[CscName]) -
     site = run.site
     await run.services.sal.prepare_commands({csc.name for csc in cscs})
     limiter = anyio.CapacityLimiter(site.csc_parallelism)
-    failures: list[str] = []
-    failed: set[CscName] = set()
+    failures: dict[CscName, str] = {}
 
     async def offline(csc: CscName) -> None:
         async with limiter:
@@ -308,14 +307,13 @@ async def send_offline(run: UpgradeRun, step: StepHandle, cscs: list[CscName]) -
                     lambda: set_csc_state(csc, State.OFFLINE, site.timeouts.transition_s),
                 )
             except Exception as exc:  # noqa: BLE001 - every straggler is tried; all are reported
-                failures.append(f"{csc}: {exc}")
-                failed.add(csc)
+                failures[csc] = f"{csc}: {exc}"
 
     await asyncio.gather(*(offline(csc) for csc in cscs))
-    sent = [csc for csc in cscs if csc not in failed]
+    sent = [csc for csc in cscs if csc not in failures]
     step.note(f"{len(sent)} sent OFFLINE: {', '.join(map(str, sent))}" if sent else "none sent")
     if failures:
-        raise RuntimeError("could not send OFFLINE: " + "; ".join(failures))
+        raise RuntimeError("could not send OFFLINE: " + "; ".join(failures.values()))
 
 
 # --- clean up ------------------------------------------------------------------------------------

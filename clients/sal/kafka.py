@@ -452,22 +452,19 @@ class PartitionFeed:
             await self._consumer.seek_to_beginning(*to_beginning)
 
     async def _end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
-        for attempt in range(1, _OFFSETS_ATTEMPTS + 1):
-            try:
+        for attempt in range(1, _OFFSETS_ATTEMPTS):
+            with contextlib.suppress(KafkaTimeoutError):
                 ends: dict[TopicPartition, int] = await self._consumer.end_offsets(partitions)
-            except KafkaTimeoutError:
-                if attempt == _OFFSETS_ATTEMPTS:
-                    raise
-                _logger.warning(
-                    "%s: the broker did not give %d end offset(s) in time; asking again (%d/%d)",
-                    self.name,
-                    len(partitions),
-                    attempt + 1,
-                    _OFFSETS_ATTEMPTS,
-                )
-            else:
                 return ends
-        raise AssertionError("unreachable")
+            _logger.warning(
+                "%s: the broker did not give %d end offset(s) in time; asking again (%d/%d)",
+                self.name,
+                len(partitions),
+                attempt + 1,
+                _OFFSETS_ATTEMPTS,
+            )
+        last: dict[TopicPartition, int] = await self._consumer.end_offsets(partitions)
+        return last
 
 
 def _merge(changes: list[_Change]) -> tuple[dict[TopicPartition, StartAt], set[TopicPartition]]:
