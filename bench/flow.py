@@ -31,6 +31,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +98,8 @@ async def figures(options: Options) -> AsyncIterator[Figure]:
             for size in sizes:
                 options.note(f"flow: full upgrade of {size} CSCs")
                 measured[size] = await _upgrade(scaled_summit(size), Path(workdir), server)
+                for line in _timeline(measured[size].get("steps", [])):
+                    options.note(f"flow: {line}")
                 for figure in _figures(size, measured):
                     yield figure
 
@@ -150,6 +153,25 @@ async def _upgrade(config: SiteConfig, workdir: Path, server: LocalPrefectServer
             flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[name]))
         )
     return answer
+
+
+def _timeline(steps: list[dict[str, Any]]) -> list[str]:
+    """Each step's start after the first step's, its duration, and the time since the step
+    before it ended (the flow's own time between steps: Prefect's task runs, sign-offs)."""
+    lines: list[str] = []
+    first: datetime | None = None
+    previous_end: datetime | None = None
+    for step in steps:
+        started = datetime.fromisoformat(step["started_at"])
+        first = first or started
+        gap = (started - previous_end).total_seconds() if previous_end else 0.0
+        duration = float(step["duration_s"])
+        lines.append(
+            f"+{(started - first).total_seconds():6.1f} s  {duration:5.1f} s  (after {gap:4.1f} s)"
+            f"  {step['step']} {step['outcome']}"
+        )
+        previous_end = started + timedelta(seconds=duration)
+    return lines
 
 
 def _prefect_cpu_s(answer: dict[str, Any]) -> float:

@@ -353,7 +353,12 @@ class UpgradeRun:
             "plan": self.journal.plan,
             "left_to_restore": self.journal.left_to_restore,
             "steps": [
-                {"step": s.key, "outcome": str(s.outcome), "duration_s": round(s.duration_s, 2)}
+                {
+                    "step": s.key,
+                    "outcome": str(s.outcome),
+                    "started_at": s.started_at.isoformat(),
+                    "duration_s": round(s.duration_s, 2),
+                }
                 for s in self.journal.steps
             ],
         }
