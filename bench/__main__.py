@@ -13,6 +13,7 @@ import asyncio
 import importlib
 import os
 import platform
+import signal
 import sys
 import time
 import traceback
@@ -67,6 +68,17 @@ async def _run(names: list[str], options: Options) -> tuple[int, int]:
     return missed, failed
 
 
+async def _until_stopped(names: list[str], options: Options) -> tuple[int, int]:
+    """`_run`, cancelled by SIGTERM or SIGHUP as by Ctrl-C: whatever the figures started (the
+    broker, the registry, the Prefect server, the workers) is stopped on the way out."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        loop.add_signal_handler(signum, task.cancel)
+    return await _run(names, options)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument(
@@ -89,7 +101,17 @@ def main() -> None:
         flush=True,
     )
     started = time.monotonic()
-    missed, failed = asyncio.run(_run(chosen, Options(quick=args.quick, verbose=args.verbose)))
+    try:
+        missed, failed = asyncio.run(
+            _until_stopped(chosen, Options(quick=args.quick, verbose=args.verbose))
+        )
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        print(
+            f"# stopped after {time.monotonic() - started:.0f} s; everything the run had "
+            "started is stopped",
+            flush=True,
+        )
+        sys.exit(143)
     print(
         f"# {time.monotonic() - started:.0f} s, {missed} target(s) missed, "
         f"{failed} module(s) failed, load {_load()}",
