@@ -246,12 +246,17 @@ async def _confirm_shutdown(run: UpgradeRun, step: StepHandle) -> None:
     await run.remember_fact(SHUTDOWN_CONFIRMED, f"{len(targets)} CSCs silent")
 
 
+#: Beyond a heartbeat window, before a silent CSC's heartbeats count as stopped: the age read
+#: and the sleep are not to the millisecond.
+_QUIET_MARGIN_S = 0.5
+
+
 async def _still_running(run: UpgradeRun, targets: list[CscName]) -> list[CscName]:
     """The CSCs among ``targets`` still running: beating, and not saying OFFLINE.
 
     A CSC that just went OFFLINE has beaten within the window moments ago: its summaryState
-    says it is gone. The site's CSCs that never report OFFLINE (the VMSs) are given one window
-    for their heartbeats to stop before they count as running.
+    says it is gone. The site's CSCs that never report OFFLINE (the VMSs) count as running only
+    if they still beat once a whole window has passed since the last heartbeat seen.
     """
     window = run.site.timeouts.heartbeat_window_s
 
@@ -263,7 +268,9 @@ async def _still_running(run: UpgradeRun, targets: list[CscName]) -> list[CscNam
     quiet = {entry.name for entry in run.site.cscs if entry.never_reports_offline}
     silent = [csc for csc in candidates if csc in quiet]
     if silent and not run.dry_run:
-        await asyncio.sleep(window)
+        # Until the newest of their heartbeats is a window old, and a little more.
+        newest = min(statuses[csc].heartbeat_age_s or 0.0 for csc in silent)
+        await asyncio.sleep(max(0.0, window - newest) + _QUIET_MARGIN_S)
         again = await csc_statuses(silent, window)
         candidates = [csc for csc in candidates if csc not in quiet or running(again[csc])]
     return candidates
