@@ -442,8 +442,12 @@ class CscFleet:
         How to reach the registry: give ``httpx.ASGITransport(app)`` when its app runs in this
         process, to spare the CPU of real HTTP (the registry sees the same requests).
     command_fetch_wait_ms
-        The command consumer's fetch wait: tansu answers a fetch over hundreds of partitions
-        about this late, and each fetch costs CPU in proportion to them.
+        The command consumer's fetch wait while commands come: tansu answers a fetch shorter
+        than 250 ms only at its wait's end, and reads every partition of it at the start and
+        at the end, so each fetch costs CPU in proportion to the partitions (hundreds).
+    command_idle_fetch_wait_ms
+        The fetch wait once no command has come for ``command_idle_after_s``: the first command
+        after a quiet spell is heard up to this late, the next ones at the short wait again.
     producer_lanes
         Producers shared by the CSCs (see `SalProducer`): real CSCs each have their own, so
         that 40 ESS heartbeats do not wait for each other.
@@ -465,6 +469,8 @@ class CscFleet:
         registration_reuse_s: float = 10.0,
         registry_transport: httpx.AsyncBaseTransport | None = None,
         command_fetch_wait_ms: int = 100,
+        command_idle_fetch_wait_ms: int = 200,
+        command_idle_after_s: float = 3.0,
         producer_lanes: int = 8,
     ) -> None:
         self.kafka = KafkaSettings(bootstrap_servers=bootstrap_servers)
@@ -493,6 +499,10 @@ class CscFleet:
         self._start_limit = asyncio.Semaphore(start_concurrency)
         self._reuse_s = registration_reuse_s
         self._command_fetch_wait_ms = command_fetch_wait_ms
+        self._command_idle_fetch_wait_ms = max(command_idle_fetch_wait_ms, command_fetch_wait_ms)
+        self._command_idle_after_s = command_idle_after_s
+        self._last_command = 0.0
+        self._commands_quiet = False
         self._registry_transport = registry_transport
         self._producer_lanes = producer_lanes
         self._registry_calls: dict[tuple[str, str, str], tuple[float, asyncio.Task[int]]] = {}
@@ -545,6 +555,7 @@ class CscFleet:
             self._feed = feed
             self._stack.push_async_callback(feed.stop)
             self._heartbeat_task = asyncio.create_task(self._heartbeats(), name="sim-heartbeats")
+            self._spawn(self._quieten_commands())
         except BaseException:
             await self.aclose()
             raise
@@ -986,12 +997,34 @@ class CscFleet:
             )
 
     async def _on_command(self, record: ConsumerRecord[bytes, bytes]) -> None:
+        self._last_command = asyncio.get_running_loop().time()
+        if self._commands_quiet and self._feed is not None:
+            self._commands_quiet = False
+            self._feed.set_fetch_wait(self._command_fetch_wait_ms)
         key = parse_key(record.key)
         if key is None:
             return
         csc = self.running.get(key.csc)
         if csc is not None:
             csc.deliver(record)
+
+    async def _quieten_commands(self) -> None:
+        """Fetch commands at the idle wait once none has come for a while (see the class)."""
+        if self._command_idle_fetch_wait_ms == self._command_fetch_wait_ms:
+            return
+        loop = asyncio.get_running_loop()
+        self._last_command = loop.time()
+        while True:
+            quiet_at = self._last_command + self._command_idle_after_s
+            await asyncio.sleep(
+                self._command_idle_after_s
+                if self._commands_quiet
+                else max(quiet_at - loop.time(), 0.1)
+            )
+            quiet = loop.time() - self._last_command >= self._command_idle_after_s
+            if quiet and not self._commands_quiet and self._feed is not None:
+                self._commands_quiet = True
+                self._feed.set_fetch_wait(self._command_idle_fetch_wait_ms)
 
     async def _heartbeats(self) -> None:
         """Beat every running CSC each interval, each on its own: as real CSCs, which do not

@@ -81,11 +81,15 @@ class SimOptions:
     upgrade_image_tag: str = "c0045"
     consumers: bool = True
     command_fetch_wait_ms: int = 100
+    """How late the CSCs hear a command at most while commands come (tansu answers a fetch
+    shorter than 250 ms only at its wait's end): lower is quicker and costs the broker more
+    CPU."""
+    command_idle_fetch_wait_ms: int = 200
+    """The same once no command has come for 3 s: the first command after a quiet spell is
+    heard up to this late."""
     consumer_poll_s: float = 1.0
     """How often the simulated telegraf and LOVE-producer groups fetch and commit: each of the
     ~150 groups costs CPU per fetch, so a busy rehearsal or test may poll less often."""
-    """How late the CSCs hear a command at most (tansu answers a fetch only at its wait's end):
-    lower is quicker and costs the broker more CPU."""
 
     def model_options(self) -> ModelOptions:
         return ModelOptions(
@@ -201,6 +205,7 @@ class SimulatedSite:
             on_exit=self.model.csc_exited,
             registry_transport=httpx.ASGITransport(app=self.registry_app),
             command_fetch_wait_ms=self.options.command_fetch_wait_ms,
+            command_idle_fetch_wait_ms=self.options.command_idle_fetch_wait_ms,
         )
         transport = httpx.ASGITransport(app=self.registry_app)
         self.script_queues = ScriptQueueSim(

@@ -17,6 +17,7 @@ import warnings
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol
 
+import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
@@ -40,7 +41,7 @@ from clients.sal.codec import message_key, parse_key, unpack_value
 from clients.sal.errors import CommandError
 from clients.sal.kafka import END, KafkaSettings, PartitionFeed
 from sim.broker import TansuBroker
-from sim.csc import ALL_COMMANDS, CscBehaviour, SimulatedCsc
+from sim.csc import ALL_COMMANDS, CscBehaviour, CscFleet, SimulatedCsc
 from sim.sal_schemas import component_schemas
 from tests.conftest import REFERENCE, FleetUnderTest, RegistryServer
 
@@ -605,3 +606,60 @@ async def test_a_feed_rides_out_a_broker_that_stalls_while_it_is_positioned() ->
         finally:
             await feed.stop()
             await producer.stop()
+
+
+async def test_a_paused_feed_asks_nothing_and_misses_nothing(tansu_broker: TansuBroker) -> None:
+    """A command's ack feed is paused while no command waits: what is written meanwhile, to
+    its partitions or to one added while paused, is read once it resumes."""
+    settings = KafkaSettings(bootstrap_servers=tansu_broker.bootstrap_servers)
+    first, second = (f"paused-{n}-{next(_serial)}" for n in (1, 2))
+    producer = settings.producer()
+    await producer.start()
+    seen: list[bytes | None] = []
+
+    async def keep(record: ConsumerRecord[bytes, bytes]) -> None:
+        seen.append(record.value)
+
+    feed = PartitionFeed(settings, keep, name="paused")
+    try:
+        for topic in (first, second):
+            await producer.send_and_wait(topic, b"old", partition=0)
+        await feed.start()
+        await feed.add({TopicPartition(first, 0): END})
+        feed.pause()
+        await producer.send_and_wait(first, b"while paused", partition=0)
+        await feed.add({TopicPartition(second, 0): END})
+        assert feed.paused
+        await producer.send_and_wait(second, b"added while paused", partition=0)
+        await asyncio.sleep(0.5)  # many fetch waits: a running feed would have read both
+        assert seen == []
+        feed.resume()
+        await eventually(lambda: sorted(seen) == [b"added while paused", b"while paused"])
+    finally:
+        await feed.stop()
+        await producer.stop()
+
+
+async def test_csc_hear_commands_after_a_quiet_spell_and_in_a_burst(
+    tansu_broker: TansuBroker, schema_registry: RegistryServer, sal_client: SalClient
+) -> None:
+    """Once no command has come for a while the fleet fetches commands less often (tansu reads
+    every command partition at every fetch); the next command is still heard, and the burst
+    that follows it at the short wait again."""
+    async with CscFleet(
+        bootstrap_servers=tansu_broker.bootstrap_servers,
+        registry_url=schema_registry.url,
+        registry_transport=httpx.ASGITransport(app=schema_registry.app),
+        heartbeat_interval_s=0.2,
+        command_fetch_wait_ms=20,
+        command_idle_fetch_wait_ms=400,
+        command_idle_after_s=0.2,
+    ) as fleet:
+        name = fresh("Quiet", indexed=True)
+        csc = await fleet.launch(name)
+        assert csc is not None, fleet.failures
+        for pause_s in (1.0, 1.0, 0.0, 0.0, 0.0):
+            await asyncio.sleep(pause_s)  # past the 0.2 s: the idle wait
+            ack = await sal_client.command(name, "setLogLevel", {"level": 10}, timeout_s=5)
+            assert ack.ok
+        assert [command for command, _ in csc.commands_received] == ["setLogLevel"] * 5

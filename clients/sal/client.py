@@ -359,8 +359,6 @@ class SalClient:
         await self._watch_acks(csc.name, command_topic)
         producer = await self._get_producer()
         seq_num = self._fresh_seq_num(csc.name)
-        pending = _Pending(csc, name, seq_num)
-        self._pending[(csc.name, seq_num)] = pending
         values: dict[str, Any] = {
             **(params or {}),
             "private_seqNum": seq_num,
@@ -376,11 +374,19 @@ class SalClient:
             record, value = writer.encode({**values, **private_stamps()})
             return value, kafka_timestamp_ms(record)
 
+        pending = _Pending(csc, name, seq_num)
+        self._pending[(csc.name, seq_num)] = pending
+        acks = self._acks
+        assert acks is not None  # made by _watch_acks
+        acks.resume()
         try:
             await producer.send(command_topic, message_key(csc, sal_name), build)
             return await self._final_ack(pending, timeout_s)
         finally:
             self._pending.pop((csc.name, seq_num), None)
+            if not self._pending:
+                # No command awaits an ack: the feed keeps its place without asking the broker.
+                acks.pause()
 
     async def _final_ack(self, pending: _Pending, timeout_s: float) -> AckResult:
         allowed = timeout_s

@@ -264,6 +264,10 @@ class PartitionFeed:
 
     Records are handled one at a time, in order, by awaiting ``handler``; a handler that must
     wait for something should hand the record to a task of its own.
+
+    `pause` stops the fetching until `resume`, keeping every position: a feed read only while
+    an answer is awaited (a command's acks) then costs the broker nothing in between, for a
+    broker such as tansu reads every partition of a waiting fetch again and again.
     """
 
     def __init__(
@@ -283,6 +287,7 @@ class PartitionFeed:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._started = False
+        self._paused = False
 
     async def start(self) -> None:
         """Connect and start reading.
@@ -328,6 +333,32 @@ class PartitionFeed:
     @property
     def assignment(self) -> frozenset[TopicPartition]:
         return frozenset(self._consumer.assignment())
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def set_fetch_wait(self, wait_ms: int) -> None:
+        """Use this fetch wait from the next fetch on.
+
+        aiokafka has no public way to change it on a running consumer; its fetcher reads the
+        setting for every request it builds. A consumer not started yet takes it at start.
+        """
+        fetcher = getattr(self._consumer, "_fetcher", None)
+        if fetcher is not None and hasattr(fetcher, "_fetch_max_wait_ms"):
+            fetcher._fetch_max_wait_ms = wait_ms  # noqa: SLF001 (see above)
+        self._consumer._fetch_max_wait_ms = wait_ms  # noqa: SLF001 (read at start)
+
+    def pause(self) -> None:
+        """Stop fetching, partitions added later included, until `resume`. Positions are kept:
+        what is written meanwhile is read after `resume`."""
+        self._paused = True
+        self._consumer.pause(*self._consumer.assignment())
+
+    def resume(self) -> None:
+        """Fetch again from where the feed stopped."""
+        self._paused = False
+        self._consumer.resume(*self._consumer.assignment())
 
     async def existing_topics(self, topics: Iterable[str]) -> set[str]:
         """Those of ``topics`` that exist on the brokers now (fresh metadata).
@@ -450,6 +481,9 @@ class PartitionFeed:
         to_beginning = [tp for tp, where in new.items() if where == BEGINNING]
         if to_beginning:
             await self._consumer.seek_to_beginning(*to_beginning)
+        if self._paused:
+            # A new assignment starts unpaused.
+            self._consumer.pause(*self._consumer.assignment())
 
     async def _end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
         for attempt in range(1, _OFFSETS_ATTEMPTS):
