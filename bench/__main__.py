@@ -93,6 +93,11 @@ def main() -> None:
     parser.add_argument(
         "--verbose", action="store_true", help="say on stderr how long each step takes"
     )
+    parser.add_argument(
+        "--summit-only",
+        action="store_true",
+        help="flow: only the Summit's 122 CSCs (the 1,000-CSC upgrade takes up to 30 min more)",
+    )
     args = parser.parse_args()
     chosen = [m for m in FIGURES if args.only is None or _short(m) in args.only]
     print(
@@ -103,7 +108,10 @@ def main() -> None:
     started = time.monotonic()
     try:
         missed, failed = asyncio.run(
-            _until_stopped(chosen, Options(quick=args.quick, verbose=args.verbose))
+            _until_stopped(
+                chosen,
+                Options(quick=args.quick, verbose=args.verbose, summit_only=args.summit_only),
+            )
         )
     except (asyncio.CancelledError, KeyboardInterrupt):
         print(

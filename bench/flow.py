@@ -91,7 +91,7 @@ async def figures(options: Options) -> AsyncIterator[Figure]:
     if options.quick:
         print("# flow: not in --quick (a full upgrade takes a minute); --only flow runs it")
         return
-    sizes = [122, 1000]
+    sizes = [122] if options.summit_only else [122, 1000]
     with tempfile.TemporaryDirectory(prefix="bench-flow-") as workdir:
         async with _prefect(Path(workdir) / "prefect") as server:
             measured: dict[int, dict[str, Any]] = {}

@@ -41,10 +41,12 @@ _READY_TIMEOUT_S = 120.0
 @dataclass(frozen=True)
 class Options:
     """How big a run: ``quick`` trades rounds and layouts for a run under a minute;
+    ``summit_only`` leaves out the flow's 1,000-CSC upgrade (up to 30 minutes);
     ``verbose`` tells on stderr how long each step took."""
 
     quick: bool = False
     verbose: bool = False
+    summit_only: bool = False
     started: float = field(default_factory=time.monotonic)
 
     def note(self, text: str) -> None:
