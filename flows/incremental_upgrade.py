@@ -59,6 +59,7 @@ from flows.tasks import (
     RETRY_DELAY_S,
     _retry_transient,
     csc_statuses,
+    delete_class_jobs,
     run_script,
     set_csc_state,
     state_rows,
@@ -419,21 +420,6 @@ async def clean_up_affected(names: list[str]) -> None:
 
 def _deleter(deletion: JobDeletion) -> Callable[[], Awaitable[NamespaceCleanup]]:
     return lambda: delete_class_jobs(deletion)
-
-
-@task(
-    name="delete CSC jobs by class",
-    task_run_name="delete jobs {deletion.namespace}/{deletion.selector}",
-    retries=RETRIES,
-    retry_delay_seconds=RETRY_DELAY_S,
-    retry_condition_fn=_retry_transient,
-)
-async def delete_class_jobs(deletion: JobDeletion) -> NamespaceCleanup:
-    return await current_run().services.kubernetes.delete_class_jobs(
-        deletion.namespace,
-        deletion.csc_class,
-        cscs=list(deletion.cscs) if deletion.cscs else None,
-    )
 
 
 # --- update configurations -----------------------------------------------------------------------

@@ -22,6 +22,7 @@ from clients.registry import CompatibilityLevel
 from clients.sal import CscStatus, StateWaitTimeout, gone
 from clients.sal.scripts import ScriptOutcome, ScriptQueueExited
 from clients.slack import Audience
+from flows.affected import JobDeletion
 from flows.journal import StepHandle
 from flows.preflight import preflight
 from flows.run import Restore, UpgradeRun, current_run
@@ -29,6 +30,8 @@ from flows.signoff import SignOff
 from flows.tasks import (
     consumer_lag,
     csc_statuses,
+    delete_class_jobs,
+    failed_csc_jobs,
     get_compatibility,
     k8s_cleanup_all,
     k8s_cleanup_nublado,
@@ -619,13 +622,61 @@ async def deploy(sync_sasquatch: SyncSasquatch, nublado_available_after: bool) -
 
 async def sync_app(run: UpgradeRun, section: str, app: str) -> None:
     async with run.step(section, f"sync-{app}", f"Argo CD sync {app}") as step:
+        if not run.dry_run and run.already_done(f"sync-{app}"):
+            await _retry_failed_jobs(run, step, app)
+            return
         revision = await run.act(
             f"sync-{app}", f"Sync {app} in Argo CD", lambda: sync_application(app)
         )
         if revision is not None:
             step.note(f"revision {revision}" if revision else "synced")
-            run.journal.facts.setdefault("applications synced", [])
-            run.journal.facts["applications synced"].append(f"{app} @ {revision or '?'}")
+            _note_synced(run, app, revision)
+
+
+def _note_synced(run: UpgradeRun, app: str, revision: str) -> None:
+    run.journal.facts.setdefault("applications synced", [])
+    run.journal.facts["applications synced"].append(f"{app} @ {revision or '?'}")
+
+
+async def _retry_failed_jobs(run: UpgradeRun, step: StepHandle, app: str) -> None:
+    """``app`` was synced by an earlier run of this upgrade id. A CSC Job of it that has failed
+    since (its CSC refused to start: a schema the registry refused, a bad configuration) does
+    not start again by itself, and running the upgrade again once the cause is fixed is how
+    an operator retries it: the failed Jobs are deleted and the app synced again, which
+    recreates them with the app's images."""
+    failed = await failed_csc_jobs(app)
+    if not failed:
+        step.note("synced by an earlier run")
+        return
+    by_class: dict[str, list[str]] = {}
+    for job in failed:
+        csc_class, csc = job.labels.get("csc-class"), job.labels.get("csc")
+        if csc_class and csc:
+            by_class.setdefault(csc_class, []).append(csc)
+    names = ", ".join(sorted(job.name for job in failed))
+    if not by_class:
+        step.note(f"synced by an earlier run; failed Job(s) without csc-class labels: {names}")
+        return
+    deletions = [
+        JobDeletion(namespace=app, csc_class=csc_class, cscs=tuple(sorted(cscs)))
+        for csc_class, cscs in sorted(by_class.items())
+    ]
+
+    async def recreate() -> str:
+        for deletion in deletions:
+            await delete_class_jobs(deletion)
+        return await sync_application(app)
+
+    # Each re-run may retry again: the key counts the earlier retries of this upgrade id.
+    attempt = 1 + sum(1 for key in run.memory.actions if key.startswith(f"resync-{app}-"))
+    revision = await run.act(
+        f"resync-{app}-{attempt}",
+        f"Delete the failed Job(s) {names} and sync {app} again",
+        recreate,
+    )
+    if revision is not None:
+        step.note(f"failed Job(s) {names} deleted and {app} synced again")
+        _note_synced(run, app, revision)
 
 
 async def _sync_sasquatch(run: UpgradeRun, section: str, mode: SyncSasquatch) -> None:

@@ -18,8 +18,10 @@ from blocks.site import State as CscState
 from clients.argocd import ArgoCdUnavailableError, ArgoCdWebError, OutOfSyncReport
 from clients.kubernetes import (
     CleanupReport,
+    JobInfo,
     KubernetesUnavailableError,
     KubernetesWebError,
+    NamespaceCleanup,
     NamespaceDeletion,
     ScaleChange,
 )
@@ -32,6 +34,7 @@ from clients.registry import (
 from clients.sal import CscStatus, SalKafkaError
 from clients.sal import scripts as sal_scripts
 from clients.sal.scripts import ScriptConfig, ScriptResult
+from flows.affected import JobDeletion
 from flows.run import current_run
 
 __all__ = [
@@ -141,6 +144,34 @@ async def k8s_cleanup_all() -> CleanupReport:
 async def k8s_cleanup_nublado() -> NamespaceDeletion:
     run = current_run()
     return await run.services.kubernetes.cleanup_nublado(run.site.cleanup)
+
+
+@task(
+    name="delete CSC jobs by class",
+    task_run_name="delete jobs {deletion.namespace}/{deletion.selector}",
+    retries=RETRIES,
+    retry_delay_seconds=RETRY_DELAY_S,
+    retry_condition_fn=_retry_transient,
+)
+async def delete_class_jobs(deletion: JobDeletion) -> NamespaceCleanup:
+    return await current_run().services.kubernetes.delete_class_jobs(
+        deletion.namespace,
+        deletion.csc_class,
+        cscs=list(deletion.cscs) if deletion.cscs else None,
+    )
+
+
+@task(
+    name="failed CSC jobs",
+    task_run_name="failed CSC jobs in {namespace}",
+    retries=RETRIES,
+    retry_delay_seconds=RETRY_DELAY_S,
+    retry_condition_fn=_retry_transient,
+)
+async def failed_csc_jobs(namespace: str) -> list[JobInfo]:
+    """The CSC Jobs of ``namespace`` that have failed (and are not being deleted)."""
+    jobs = await current_run().services.kubernetes.list_jobs(namespace, selector="csc")
+    return [job for job in jobs if job.phase == "Failed" and not job.terminating]
 
 
 @task(

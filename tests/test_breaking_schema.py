@@ -19,6 +19,7 @@ from prefect.client.schemas.objects import State as PrefectState
 
 from blocks.site import CscName, SiteConfig, State
 from blocks.upgrade_site import save_site_block
+from clients.registry import CompatibilityLevel, SchemaRegistryClient
 from flows.run import UpgradeRun
 from sim.site import SimulatedSite
 from tests.sitekit import (
@@ -156,3 +157,48 @@ async def test_with_none_every_csc_comes_up_and_forward_is_restored(
     assert atdome.state is State.STANDBY
     # ATDome's new schema is now the subject's latest version.
     assert heartbeat_field_type(stand, SUBJECT) == "string"
+
+
+async def test_a_rerun_after_the_fix_recreates_the_refused_cscs_job(stand: SimulatedSite) -> None:
+    """The refused Job has failed and will not start again by itself. The operator fixes the
+    cause (here: NONE by hand) and runs the same upgrade id again: the failed Job is deleted
+    and its app synced again, the apps synced already are left alone, and the CSC comes up."""
+    from flows.sections import deploy
+
+    name, config = await save_breaking_stand(stand)
+    assert stand.fleet is not None
+    refused = await deploy_only(stand, name)
+    assert refused.is_completed(), refused
+    assert ATDOME not in stand.fleet.running
+    registry = stand.registry_app.state.registry
+    async with SchemaRegistryClient(stand.urls["schema_registry"]) as client:
+        await client.set_compatibility(CompatibilityLevel.NONE)
+    start = len(stand.write_log.records)
+
+    async def deploy_again(run: UpgradeRun) -> None:
+        await deploy(sync_sasquatch="no", nublado_available_after=False)
+
+    state = await run_steps(name, deploy_again, operator_for(stand, name, name))
+
+    assert state.is_completed(), state
+    summary = await state.aresult()
+    assert summary["short"] == [], summary
+    atdome = stand.fleet.running[ATDOME]
+    assert atdome.image.endswith(":c0045")
+    assert atdome.state is State.STANDBY
+    assert registry.compatibility(SUBJECT) == "NONE"
+    records = stand.write_log.records[start:]
+    syncs = [r.target for r in records if r.service == "argocd" and r.method == "sync"]
+    assert syncs == ["auxtel"], syncs
+    deletions = [r.target for r in records if r.service == "kubernetes" and r.method == "DELETE"]
+    assert deletions == [
+        "batch/v1/namespaces/auxtel/jobs?labelSelector=csc-class=atdome,csc in (atdome)"
+    ], deletions
+    report = await report_of(state)
+    assert "failed Job(s) atdome-job deleted and auxtel synced again" in report
+    # A third run finds nothing failed: nothing is deleted or synced.
+    again = len(stand.write_log.records)
+    third = await run_steps(name, deploy_again, operator_for(stand, name, name))
+    assert third.is_completed(), third
+    assert not [r for r in stand.write_log.records[again:] if r.service in ("argocd", "kubernetes")]
+    assert config.name == name
