@@ -615,10 +615,10 @@ async def test_a_paused_feed_asks_nothing_and_misses_nothing(tansu_broker: Tansu
     first, second = (f"paused-{n}-{next(_serial)}" for n in (1, 2))
     producer = settings.producer()
     await producer.start()
-    seen: list[bytes | None] = []
+    seen: list[bytes] = []
 
     async def keep(record: ConsumerRecord[bytes, bytes]) -> None:
-        seen.append(record.value)
+        seen.append(record.value or b"")
 
     feed = PartitionFeed(settings, keep, name="paused")
     try:
