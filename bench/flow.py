@@ -89,7 +89,10 @@ def scaled_summit(total: int) -> SiteConfig:
 
 async def figures(options: Options) -> AsyncIterator[Figure]:
     if options.quick:
-        print("# flow: not in --quick (a full upgrade takes a minute); --only flow runs it")
+        print(
+            "# flow: not in --quick (the Summit's upgrade alone takes over a minute); "
+            "--only flow --summit-only runs it"
+        )
         return
     sizes = [122] if options.summit_only else [122, 1000]
     with tempfile.TemporaryDirectory(prefix="bench-flow-") as workdir:
