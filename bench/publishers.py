@@ -31,7 +31,7 @@ from bench.layouts import HEARTBEAT_PERIOD_S, LAYOUTS, path, synthetic_names
 from blocks.site import CscName, load_site_file
 from clients.registry import SchemaRegistryClient
 from clients.sal.codec import TopicWriter, message_key, private_stamps, topic_name, value_subject
-from clients.sal.kafka import KafkaSettings, SalProducer
+from clients.sal.kafka import KafkaSettings, SalProducer, heartbeat_topic
 from sim.csc import CscFleet
 from sim.sal_schemas import GENERIC_TOPICS, avro_schema, indexed_components
 
@@ -203,7 +203,7 @@ async def synthetic(bootstrap: str, registry_url: str, layout: str) -> None:
     components = sorted({n.name for n in names})
     await _make_topics(kafka, components)
     writers = await _register(registry_url, components, {n.name for n in names if n.index})
-    producer = await SalProducer.start(kafka, lanes=_LANES)
+    producer = await SalProducer.start(kafka, lanes=_LANES, overlapping=heartbeat_topic)
     try:
         await producer.prepare(w.topic for w in writers.values())
         senders = {

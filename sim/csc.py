@@ -57,7 +57,7 @@ from clients.sal.codec import (
 )
 from clients.sal.enums import SalRetCode
 from clients.sal.errors import SalError
-from clients.sal.kafka import END, KafkaSettings, PartitionFeed, SalProducer
+from clients.sal.kafka import END, KafkaSettings, PartitionFeed, SalProducer, heartbeat_topic
 from sim.sal_schemas import DEFAULT_CATALOG, TopicCatalog, command_types, component_schemas
 from sim.writelog import WriteLog
 
@@ -539,7 +539,9 @@ class CscFleet:
             )
             self._registry = SchemaRegistryClient(self.registry_url, http_client=self._http)
             self._codec = SalCodec(self._registry)
-            self._producer = await SalProducer.start(self.kafka, lanes=self._producer_lanes)
+            self._producer = await SalProducer.start(
+                self.kafka, lanes=self._producer_lanes, overlapping=heartbeat_topic
+            )
             self._stack.push_async_callback(self._producer.stop)
             admin = self.kafka.admin()
             await admin.start()

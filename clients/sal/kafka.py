@@ -31,6 +31,7 @@ __all__ = [
     "PartitionFeed",
     "SalProducer",
     "StartAt",
+    "heartbeat_topic",
     "start_consumer",
 ]
 
@@ -132,6 +133,16 @@ async def start_consumer(consumer: AIOKafkaConsumer) -> None:
 MessageBuilder = Callable[[], tuple[bytes, int]]
 
 
+def _never(topic: str) -> bool:
+    del topic
+    return False
+
+
+def heartbeat_topic(topic: str) -> bool:
+    """A CSC's ``logevent_heartbeat`` topic: `SalProducer`'s lanes may write it at once."""
+    return topic.endswith(".logevent_heartbeat")
+
+
 class SalProducer:
     """Sends SAL messages one record per request, one request in flight per topic and lane.
 
@@ -143,21 +154,41 @@ class SalProducer:
     producers take turns instead. A writer always uses the same lane, so its own messages stay
     in order.
 
+    The lanes write to one topic in turn, except to the topics ``overlapping`` allows: tansu
+    (0.6), written by two connections at once, can leave the partition's end offset one short
+    until the next write, and a reader bounded by the end offset (a cold read of the latest
+    states) would miss the newest message. Heartbeats may overlap: a reader that misses the
+    newest one sees the CSC one beat older.
+
     Parameters
     ----------
     producers
         Started aiokafka producers, one per lane; closed by `stop`.
+    overlapping
+        Topics whose messages the lanes may write at the same time.
     """
 
-    def __init__(self, producers: list[AIOKafkaProducer]) -> None:
+    def __init__(
+        self,
+        producers: list[AIOKafkaProducer],
+        *,
+        overlapping: Callable[[str], bool] | None = None,
+    ) -> None:
         if not producers:
             raise ValueError("a SalProducer needs at least one producer")
         self._producers = producers
+        self._overlapping = overlapping or _never
         self._locks: dict[tuple[int, str], asyncio.Lock] = {}
         self._prepared: set[str] = set()
 
     @classmethod
-    async def start(cls, settings: KafkaSettings, *, lanes: int = 1) -> SalProducer:
+    async def start(
+        cls,
+        settings: KafkaSettings,
+        *,
+        lanes: int = 1,
+        overlapping: Callable[[str], bool] | None = None,
+    ) -> SalProducer:
         """Create and start ``lanes`` producers.
 
         Raises
@@ -183,7 +214,7 @@ class SalProducer:
                 with contextlib.suppress(Exception):
                     await producer.stop()
             raise
-        return cls(producers)
+        return cls(producers, overlapping=overlapping)
 
     @property
     def lanes(self) -> int:
@@ -232,9 +263,10 @@ class SalProducer:
             The broker refused or could not be reached (for example, the topic does not exist).
         """
         lane %= len(self._producers)
-        lock = self._locks.get((lane, topic))
+        turn = (lane if self._overlapping(topic) else -1, topic)
+        lock = self._locks.get(turn)
         if lock is None:
-            lock = self._locks[(lane, topic)] = asyncio.Lock()
+            lock = self._locks[turn] = asyncio.Lock()
         async with lock:
             value, timestamp_ms = build()
             try:
