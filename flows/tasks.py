@@ -40,6 +40,8 @@ from flows.run import current_run
 __all__ = [
     "consumer_lag",
     "csc_statuses",
+    "delete_class_jobs",
+    "failed_csc_jobs",
     "get_compatibility",
     "is_transient",
     "k8s_cleanup_all",
