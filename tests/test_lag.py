@@ -231,9 +231,20 @@ async def test_prefix_selects_telegraf_or_love_producer_groups(
     assert empty.groups == []
     assert empty.total_lag == 0
 
+    # Both families and an empty one in one measurement: the same reports, of one moment.
+    together = await lag_client.consumer_lags(
+        [f"{TELEGRAF}-{tag}", f"{LOVE}-{tag}", unique("no-such-group-")]
+    )
+    assert [report.model_dump(exclude={"measured_at", "prefix"}) for report in together] == [
+        report.model_dump(exclude={"measured_at", "prefix"})
+        for report in (telegraf_report, love_report, empty)
+    ]
+    assert len({report.measured_at for report in together}) == 1
+
 
 async def test_offsets_read_group_by_group_give_the_same_report(kafka: Kafka) -> None:
-    """The fallback for brokers without OffsetFetch v8 (kt's request pattern) agrees."""
+    """The fallbacks for brokers without OffsetFetch v8 (kt's request pattern) or without the
+    pinned versions agree."""
     component = unique("LagFallback")
     topic = f"lsst.sal.{component}.position"
     await kafka.topics((topic, 2))
@@ -245,8 +256,9 @@ async def test_offsets_read_group_by_group_give_the_same_report(kafka: Kafka) ->
 
     async with ConsumerLagClient(bootstrap_servers=kafka.bootstrap) as batched:
         first = await batched.consumer_lag(prefix)
+    # Also aiokafka's own codecs at the broker's versions, instead of the pinned fast ones.
     async with ConsumerLagClient(
-        bootstrap_servers=kafka.bootstrap, batch_offset_fetch=False
+        bootstrap_servers=kafka.bootstrap, batch_offset_fetch=False, pinned_codecs=False
     ) as per_group:
         second = await per_group.consumer_lag(prefix)
 

@@ -1,0 +1,373 @@
+"""Hand-written codecs for the three large messages of a consumer-lag measurement.
+
+A lag measurement at Summit scale moves three large messages:
+
+- the cluster's metadata (3,350 topics);
+- every committed offset of 147 groups (~6,700 partitions);
+- the end offsets of every partition.
+
+aiokafka decodes a message field by field through nested generic schema objects. That takes
+about 30 µs per partition and is most of a measurement's time. The codecs here read and write
+the same bytes with precompiled `struct` formats, several times faster. They return aiokafka's
+own response classes, with the same attributes and tuple shapes as aiokafka's decoders (the
+tests compare both on the same bytes), so code that reads an answer works with either.
+
+Each codec is pinned to one version of its API:
+
+| API | version | since Kafka |
+|---|---|---|
+| Metadata | 5 | 1.0 |
+| ListOffsets | 3 | 2.0 |
+| OffsetFetch | 8 | 3.0 |
+
+A broker without that version makes `Request.prepare` raise (``NotImplementedError`` or
+``IncompatibleBrokerVersion``). The caller then falls back to aiokafka's negotiated requests.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Sequence
+from io import BytesIO
+from typing import Any, Self
+
+from aiokafka.protocol.api import Request, RequestStruct, Response
+from aiokafka.protocol.metadata import MetadataRequest_v5, MetadataResponse_v5
+from aiokafka.protocol.offset import OffsetRequest_v3, OffsetResponse_v3
+from aiokafka.protocol.types import (
+    Boolean,
+    CompactArray,
+    CompactString,
+    Int16,
+    Int32,
+    Int64,
+    Schema,
+    TaggedFields,
+)
+
+__all__ = [
+    "AllCommittedOffsets",
+    "AllTopicsMetadata",
+    "LatestOffsets",
+    "OffsetFetchResponseV8",
+]
+
+_INT16 = struct.Struct(">h")
+_INT32 = struct.Struct(">i")
+# A partition of ListOffsets v3: partition, error code, timestamp, offset.
+_END_OFFSET = struct.Struct(">ihqq")
+# The fixed head of a partition of OffsetFetch v8: partition, offset, leader epoch.
+_COMMITTED_HEAD = struct.Struct(">iqi")
+# A whole partition of OffsetFetch v8 in its usual form, metadata "" or null and no tagged
+# fields: partition, offset, leader epoch, metadata length + 1, error code, tag count.
+_COMMITTED_PLAIN = struct.Struct(">iqiBhB")
+# The fixed head of a partition of Metadata v5: error code, partition, leader.
+_PARTITION_HEAD = struct.Struct(">hii")
+
+
+# -- readers: each takes the buffer and a position, and returns the value and the next position --
+
+
+def _uvarint(buf: bytes, pos: int) -> tuple[int, int]:
+    byte = buf[pos]
+    pos += 1
+    if byte < 0x80:
+        return byte, pos
+    value = byte & 0x7F
+    shift = 7
+    while True:
+        byte = buf[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def _string(buf: bytes, pos: int) -> tuple[str | None, int]:
+    (length,) = _INT16.unpack_from(buf, pos)
+    pos += 2
+    if length < 0:
+        return None, pos
+    return buf[pos : pos + length].decode(), pos + length
+
+
+def _compact_string(buf: bytes, pos: int) -> tuple[str | None, int]:
+    length, pos = _uvarint(buf, pos)
+    if length == 0:
+        return None, pos
+    return buf[pos : pos + length - 1].decode(), pos + length - 1
+
+
+def _tags(buf: bytes, pos: int) -> tuple[dict[int, bytes], int]:
+    count, pos = _uvarint(buf, pos)
+    if not count:
+        return {}, pos
+    fields: dict[int, bytes] = {}
+    for _ in range(count):
+        tag, pos = _uvarint(buf, pos)
+        size, pos = _uvarint(buf, pos)
+        fields[tag] = buf[pos : pos + size]
+        pos += size
+    return fields, pos
+
+
+_INT32_ARRAYS = [struct.Struct(f">{count}i") for count in range(8)]
+
+
+def _int32_array(buf: bytes, pos: int) -> tuple[list[int], int]:
+    (count,) = _INT32.unpack_from(buf, pos)
+    pos += 4
+    if count <= 0:
+        return [], pos
+    # Replica lists are short: their formats are made once.
+    layout = _INT32_ARRAYS[count] if count < len(_INT32_ARRAYS) else struct.Struct(f">{count}i")
+    return list(layout.unpack_from(buf, pos)), pos + 4 * count
+
+
+def _body(data: BytesIO | bytes) -> tuple[bytes, int]:
+    if isinstance(data, bytes):
+        return data, 0
+    return data.getvalue(), data.tell()
+
+
+# -- Metadata v5 -----------------------------------------------------------------------------------
+
+
+class _MetadataResponseV5(MetadataResponse_v5):  # type: ignore[misc]
+    @classmethod
+    def decode(cls, data: BytesIO | bytes) -> Self:
+        buf, pos = _body(data)
+        (throttle,) = _INT32.unpack_from(buf, pos)
+        pos += 4
+        (count,) = _INT32.unpack_from(buf, pos)
+        pos += 4
+        brokers = []
+        for _ in range(max(count, 0)):
+            (node_id,) = _INT32.unpack_from(buf, pos)
+            host, pos = _string(buf, pos + 4)
+            (port,) = _INT32.unpack_from(buf, pos)
+            rack, pos = _string(buf, pos + 4)
+            brokers.append((node_id, host, port, rack))
+        cluster_id, pos = _string(buf, pos)
+        (controller,) = _INT32.unpack_from(buf, pos)
+        pos += 4
+        (count,) = _INT32.unpack_from(buf, pos)
+        pos += 4
+        topics = []
+        for _ in range(max(count, 0)):
+            (error_code,) = _INT16.unpack_from(buf, pos)
+            name, pos = _string(buf, pos + 2)
+            is_internal = buf[pos] != 0
+            (partition_count,) = _INT32.unpack_from(buf, pos + 1)
+            pos += 5
+            partitions = []
+            for _ in range(max(partition_count, 0)):
+                part_error, partition, leader = _PARTITION_HEAD.unpack_from(buf, pos)
+                replicas, pos = _int32_array(buf, pos + 10)
+                isr, pos = _int32_array(buf, pos)
+                offline, pos = _int32_array(buf, pos)
+                partitions.append((part_error, partition, leader, replicas, isr, offline))
+            topics.append((error_code, name, is_internal, partitions))
+        return cls(throttle, brokers, cluster_id, controller, topics)
+
+
+class _MetadataRequestV5(MetadataRequest_v5):  # type: ignore[misc]
+    RESPONSE_TYPE = _MetadataResponseV5
+
+
+class AllTopicsMetadata(Request[_MetadataRequestV5]):  # type: ignore[misc]
+    """Metadata v5 of every topic (topics null), decoded by `_MetadataResponseV5`."""
+
+    API_KEY = 3
+
+    def build(self, request_struct_class: type[_MetadataRequestV5]) -> _MetadataRequestV5:
+        return request_struct_class(None, False)
+
+
+# -- ListOffsets v3 --------------------------------------------------------------------------------
+
+
+class _OffsetResponseV3(OffsetResponse_v3):  # type: ignore[misc]
+    @classmethod
+    def decode(cls, data: BytesIO | bytes) -> Self:
+        buf, pos = _body(data)
+        (throttle,) = _INT32.unpack_from(buf, pos)
+        pos += 4
+        (count,) = _INT32.unpack_from(buf, pos)
+        pos += 4
+        topics = []
+        for _ in range(max(count, 0)):
+            name, pos = _string(buf, pos)
+            (partition_count,) = _INT32.unpack_from(buf, pos)
+            pos += 4
+            end = pos + _END_OFFSET.size * max(partition_count, 0)
+            topics.append((name, list(_END_OFFSET.iter_unpack(buf[pos:end]))))
+            pos = end
+        return cls(throttle, topics)
+
+
+class _OffsetRequestV3(OffsetRequest_v3):  # type: ignore[misc]
+    RESPONSE_TYPE = _OffsetResponseV3
+
+    def encode(self) -> bytes:
+        topics: list[tuple[str, list[tuple[int, int]]]] = self.topics
+        parts = [struct.pack(">ibi", self.replica_id, self.isolation_level, len(topics))]
+        for topic, partitions in topics:
+            name = topic.encode()
+            flat = [value for entry in partitions for value in entry]
+            parts.append(
+                struct.pack(
+                    f">h{len(name)}si{'iq' * len(partitions)}",
+                    len(name),
+                    name,
+                    len(partitions),
+                    *flat,
+                )
+            )
+        return b"".join(parts)
+
+
+class LatestOffsets(Request[_OffsetRequestV3]):  # type: ignore[misc]
+    """ListOffsets v3 asking each named partition for its end offset (read uncommitted)."""
+
+    API_KEY = 2
+    _LATEST = -1
+
+    def __init__(self, topics: Iterable[tuple[str, Sequence[int]]]) -> None:
+        self._topics = [(topic, [(p, self._LATEST) for p in parts]) for topic, parts in topics]
+
+    def build(self, request_struct_class: type[_OffsetRequestV3]) -> _OffsetRequestV3:
+        return request_struct_class(-1, 0, self._topics)
+
+
+# -- OffsetFetch v8: every committed offset of many groups in one request ---------------------
+
+
+class OffsetFetchResponseV8(Response):  # type: ignore[misc]
+    API_KEY = 9
+    API_VERSION = 8
+    SCHEMA = Schema(
+        ("throttle_time_ms", Int32),
+        (
+            "groups",
+            CompactArray(
+                ("group_id", CompactString("utf-8")),
+                (
+                    "topics",
+                    CompactArray(
+                        ("name", CompactString("utf-8")),
+                        (
+                            "partitions",
+                            CompactArray(
+                                ("partition_index", Int32),
+                                ("committed_offset", Int64),
+                                ("committed_leader_epoch", Int32),
+                                ("metadata", CompactString("utf-8")),
+                                ("error_code", Int16),
+                                ("tags", TaggedFields),
+                            ),
+                        ),
+                        ("tags", TaggedFields),
+                    ),
+                ),
+                ("error_code", Int16),
+                ("tags", TaggedFields),
+            ),
+        ),
+        ("tags", TaggedFields),
+    )
+
+    @classmethod
+    def decode(cls, data: BytesIO | bytes) -> Self:
+        buf, pos = _body(data)
+        (throttle,) = _INT32.unpack_from(buf, pos)
+        count, pos = _uvarint(buf, pos + 4)
+        groups = []
+        for _ in range(count - 1):
+            group_id, pos = _compact_string(buf, pos)
+            topics, pos = _committed_topics(buf, pos)
+            (error_code,) = _INT16.unpack_from(buf, pos)
+            group_tags, pos = _tags(buf, pos + 2)
+            groups.append((group_id, topics, error_code, group_tags))
+        tags, pos = _tags(buf, pos)
+        return cls(throttle, groups, tags)
+
+
+def _committed_topics(buf: bytes, pos: int) -> tuple[list[Any], int]:
+    """One group's topics in an OffsetFetch v8 answer.
+
+    The usual shapes are read inline: a name shorter than 127 bytes, fewer than 127 partitions,
+    no tagged fields; anything else goes through the general readers."""
+    count, pos = _uvarint(buf, pos)
+    topics: list[Any] = []
+    plain = _COMMITTED_PLAIN.unpack_from
+    for _ in range(count - 1):
+        length = buf[pos]
+        if 0 < length < 0x80:
+            name: str | None = buf[pos + 1 : pos + length].decode()
+            pos += length
+        else:
+            name, pos = _compact_string(buf, pos)
+        partition_count = buf[pos]
+        if partition_count < 0x80:
+            pos += 1
+        else:
+            partition_count, pos = _uvarint(buf, pos)
+        partitions: list[Any] = []
+        for _ in range(partition_count - 1):
+            if buf[pos + 16] < 2 and buf[pos + 19] == 0:
+                partition, offset, epoch, meta, error_code, _ = plain(buf, pos)
+                partitions.append((partition, offset, epoch, "" if meta else None, error_code, {}))
+                pos += 20
+                continue
+            partition, offset, epoch = _COMMITTED_HEAD.unpack_from(buf, pos)
+            metadata, pos = _compact_string(buf, pos + 16)
+            (error_code,) = _INT16.unpack_from(buf, pos)
+            tags, pos = _tags(buf, pos + 2)
+            partitions.append((partition, offset, epoch, metadata, error_code, tags))
+        if buf[pos] == 0:
+            topics.append((name, partitions, {}))
+            pos += 1
+        else:
+            topic_tags, pos = _tags(buf, pos)
+            topics.append((name, partitions, topic_tags))
+    return topics, pos
+
+
+class _OffsetFetchRequestV8(RequestStruct):  # type: ignore[misc]
+    FLEXIBLE_VERSION = True
+    API_KEY = 9
+    API_VERSION = 8
+    RESPONSE_TYPE = OffsetFetchResponseV8
+    SCHEMA = Schema(
+        (
+            "groups",
+            CompactArray(
+                ("group_id", CompactString("utf-8")),
+                (
+                    "topics",
+                    CompactArray(
+                        ("name", CompactString("utf-8")),
+                        ("partition_indexes", CompactArray(Int32)),
+                        ("tags", TaggedFields),
+                    ),
+                ),
+                ("tags", TaggedFields),
+            ),
+        ),
+        ("require_stable", Boolean),
+        ("tags", TaggedFields),
+    )
+
+
+class AllCommittedOffsets(Request[_OffsetFetchRequestV8]):  # type: ignore[misc]
+    """OffsetFetch v8 asking, for each group, every partition it has committed (topics null)."""
+
+    API_KEY = 9
+
+    def __init__(self, groups: Sequence[str]) -> None:
+        self._groups = list(groups)
+
+    def build(self, request_struct_class: type[_OffsetFetchRequestV8]) -> _OffsetFetchRequestV8:
+        return request_struct_class([(group, None, {}) for group in self._groups], False, {})
