@@ -7,7 +7,8 @@ LOVE-producer groups, one per CSC, commit offsets for their component's topics. 
 measurement is the lag of both families, ``telegraf-kafka-consumer`` and
 ``saluser@love-producer``:
 
-- ours: a cold `ConsumerLagClient` (connected in the measurement) asks for each family in turn;
+- ours: a cold `ConsumerLagClient` (connected in the measurement) reads both families in one
+  pass (`ConsumerLagClient.consumer_lags`, as the flow's lag wait does);
 - baseline: kafka-tools' ``kt consumers <site> lag`` for each family (`bench.worker.kt_lag`):
   a new synchronous confluent-kafka AdminClient, one committed-offsets request per group.
 

@@ -12,7 +12,8 @@ Kafka error): what it measured before that stays in the answer. Tasks:
   ``rounds`` times);
 - ``sweep-naive``: the baseline, one consumer per CSC topic read in turn (`naive_sweep`), on
   all the CSCs or on a sample, then scaled to all;
-- ``lag-ours``: per round, a cold `ConsumerLagClient` measures each family in turn;
+- ``lag-ours``: per round, a cold `ConsumerLagClient` measures both families in one pass
+  (`ConsumerLagClient.consumer_lags`, as the flow's lag wait does);
 - ``lag-kt``: the baseline, kafka-tools' algorithm (`kt_lag`), one new AdminClient per family as
   each ``kt consumers <site> lag`` run makes;
 - ``flow-upgrade``: one full upgrade, sampled (`bench.flowrun`).
@@ -195,7 +196,7 @@ async def lag_ours(params: dict[str, Any], answer: dict[str, Any]) -> None:
     for _ in range(int(params["rounds"])):
         started = time.perf_counter()
         async with ConsumerLagClient(bootstrap_servers=params["bootstrap"]) as client:
-            reports = [await client.consumer_lag(prefix) for prefix in params["prefixes"]]
+            reports = await client.consumer_lags(params["prefixes"])
         seconds.append(time.perf_counter() - started)
         totals: LagTotals = {r.prefix: {g.group: g.lag for g in r.groups} for r in reports}
         for report in reports:

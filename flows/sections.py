@@ -29,6 +29,7 @@ from flows.run import Restore, UpgradeRun, current_run
 from flows.signoff import SignOff
 from flows.tasks import (
     consumer_lag,
+    consumer_lags,
     csc_statuses,
     delete_class_jobs,
     failed_csc_jobs,
@@ -411,9 +412,9 @@ async def _wait_for_lag_drained(run: UpgradeRun, step: StepHandle, table: str) -
     site = run.site
     prefixes = (site.telegraf.group_prefix, site.love_producers.group_prefix)
     deadline = anyio.current_time() + site.timeouts.lag_drain_s
-    start = [await consumer_lag(prefix) for prefix in prefixes]
+    start = await consumer_lags(prefixes)
     while True:
-        reports = [await consumer_lag(prefix) for prefix in prefixes]
+        reports = await consumer_lags(prefixes)
         remaining = {
             now.prefix: backlog_left(first, now) for first, now in zip(start, reports, strict=True)
         }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import prefect.runtime
 from prefect import task
 from prefect.client.schemas.objects import State, TaskRun
 
@@ -39,6 +40,7 @@ from flows.run import current_run
 
 __all__ = [
     "consumer_lag",
+    "consumer_lags",
     "csc_statuses",
     "delete_class_jobs",
     "failed_csc_jobs",
@@ -124,6 +126,23 @@ async def set_csc_state(csc: CscName, state: CscState, timeout_s: float) -> CscS
 )
 async def consumer_lag(prefix: str) -> LagReport:
     return await current_run().services.lag.consumer_lag(prefix)
+
+
+def _families_run_name() -> str:
+    prefixes = prefect.runtime.task_run.parameters.get("prefixes", ())
+    return "lag of " + " and ".join(f"{prefix}*" for prefix in prefixes)
+
+
+@task(
+    name="consumer lags",
+    task_run_name=_families_run_name,
+    retries=RETRIES,
+    retry_delay_seconds=RETRY_DELAY_S,
+    retry_condition_fn=_retry_transient,
+)
+async def consumer_lags(prefixes: tuple[str, ...]) -> list[LagReport]:
+    """Several families' lag in one measurement (`ConsumerLagClient.consumer_lags`)."""
+    return await current_run().services.lag.consumer_lags(prefixes)
 
 
 @task(
