@@ -42,6 +42,7 @@ from prefect.client.schemas.filters import (
     TaskRunFilter,
     TaskRunFilterTags,
 )
+from prefect.client.schemas.objects import TaskRun
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from bench.harness import Figure, Options, Target, Worker, at_least, at_most, tree_cpu_s
@@ -103,6 +104,10 @@ async def figures(options: Options) -> AsyncIterator[Figure]:
                 measured[size] = await _upgrade(scaled_summit(size), Path(workdir), server)
                 for line in _timeline(measured[size].get("steps", [])):
                     options.note(f"flow: {line}")
+                for line in _task_lines(
+                    measured[size].get("steps", []), measured[size].get("slow_task_runs", [])
+                ):
+                    options.note(f"flow: {line}")
                 for figure in _figures(size, measured):
                     yield figure
 
@@ -146,12 +151,13 @@ async def _upgrade(config: SiteConfig, workdir: Path, server: LocalPrefectServer
         answer["short_at_site"] = short_of_expected(site)
     async with get_client() as client:
         task_runs = TaskRunFilter(tags=TaskRunFilterTags(all_=[name]))
-        counted = 0
+        runs: list[TaskRun] = []
         while page := await client.read_task_runs(
-            task_run_filter=task_runs, offset=counted, limit=200
+            task_run_filter=task_runs, offset=len(runs), limit=200
         ):
-            counted += len(page)
-        answer["task_runs"] = counted
+            runs += page
+        answer["task_runs"] = len(runs)
+        answer["slow_task_runs"] = _slow_task_runs(runs)
         answer["flow_runs"] = await client.count_flow_runs(
             flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[name]))
         )
@@ -175,6 +181,35 @@ def _timeline(steps: list[dict[str, Any]]) -> list[str]:
         )
         previous_end = started + timedelta(seconds=duration)
     return lines
+
+
+#: Task runs at least this long are listed by ``--verbose``.
+_SLOW_TASK_S = 0.3
+
+
+def _slow_task_runs(runs: list[TaskRun]) -> list[tuple[str, float, str]]:
+    """(start, seconds, name) of each task run of at least `_SLOW_TASK_S`: where a step's time
+    went."""
+    slow = []
+    for run in runs:
+        if run.start_time is None or run.end_time is None:
+            continue
+        took = (run.end_time - run.start_time).total_seconds()
+        if took >= _SLOW_TASK_S:
+            slow.append((run.start_time.isoformat(), took, run.name))
+    return sorted(slow)
+
+
+def _task_lines(steps: list[dict[str, Any]], slow: list[list[Any]]) -> list[str]:
+    """The slow task runs, timed as `_timeline` times the steps."""
+    if not steps:
+        return []
+    first = datetime.fromisoformat(steps[0]["started_at"])
+    return [
+        f"+{(datetime.fromisoformat(at) - first).total_seconds():6.1f} s  {took:5.1f} s  "
+        f"task run {name}"
+        for at, took, name in slow
+    ]
 
 
 def _prefect_cpu_s(answer: dict[str, Any]) -> float:

@@ -635,6 +635,17 @@ async def test_a_paused_feed_asks_nothing_and_misses_nothing(tansu_broker: Tansu
         assert seen == []
         feed.resume()
         await eventually(lambda: sorted(seen) == [b"added while paused", b"while paused"])
+
+        # Focused on one topic: it is read at once, the other only once it is fetched again.
+        seen.clear()
+        feed.focus([second])
+        await producer.send_and_wait(first, b"out of focus", partition=0)
+        await producer.send_and_wait(second, b"in focus", partition=0)
+        await eventually(lambda: seen == [b"in focus"])
+        await asyncio.sleep(0.5)
+        assert seen == [b"in focus"]
+        feed.focus([first])
+        await eventually(lambda: seen == [b"in focus", b"out of focus"])
     finally:
         await feed.stop()
         await producer.stop()

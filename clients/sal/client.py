@@ -57,6 +57,12 @@ __all__ = ["DEFAULT_COMMAND_TIMEOUT_S", "SalClient", "default_identity", "transi
 
 _logger = logging.getLogger(__name__)
 
+#: The ack feed's fetch wait. It fetches only while a command awaits an ack, and only the ackcmd
+#: topics of the components commanded (`PartitionFeed.focus`), so a short wait costs little: a
+#: broker that answers a fetch only at the end of its wait (tansu, under 250 ms) then hands an
+#: ack over within a few milliseconds.
+_ACK_FETCH_WAIT_MS = 5
+
 #: salobj's default time limit for a command's final ack.
 DEFAULT_COMMAND_TIMEOUT_S = 30.0
 _MAX_SEQ_NUM = 2**31 - 1
@@ -378,15 +384,18 @@ class SalClient:
         self._pending[(csc.name, seq_num)] = pending
         acks = self._acks
         assert acks is not None  # made by _watch_acks
-        acks.resume()
+        # Only the ackcmd topics of components awaiting an ack are fetched; the others keep
+        # their place without asking the broker.
+        acks.focus(self._awaited_ack_topics())
         try:
             await producer.send(command_topic, message_key(csc, sal_name), build)
             return await self._final_ack(pending, timeout_s)
         finally:
             self._pending.pop((csc.name, seq_num), None)
-            if not self._pending:
-                # No command awaits an ack: the feed keeps its place without asking the broker.
-                acks.pause()
+            acks.focus(self._awaited_ack_topics())
+
+    def _awaited_ack_topics(self) -> set[str]:
+        return {self.topic(component, "ackcmd") for component, _ in self._pending}
 
     async def _final_ack(self, pending: _Pending, timeout_s: float) -> AckResult:
         allowed = timeout_s
@@ -437,7 +446,10 @@ class SalClient:
             if not wanted:
                 return
             if self._acks is None:
-                feed = PartitionFeed(self.kafka, self._on_ack, name="sal-acks")
+                feed = PartitionFeed(
+                    self.kafka, self._on_ack, name="sal-acks", fetch_max_wait_ms=_ACK_FETCH_WAIT_MS
+                )
+                feed.focus(self._awaited_ack_topics())
                 await feed.start()
                 self._acks = feed
             existing = await self._acks.existing_topics(wanted)
@@ -452,7 +464,10 @@ class SalClient:
             if ack_topic in self._ack_topics:
                 return
             if self._acks is None:
-                feed = PartitionFeed(self.kafka, self._on_ack, name="sal-acks")
+                feed = PartitionFeed(
+                    self.kafka, self._on_ack, name="sal-acks", fetch_max_wait_ms=_ACK_FETCH_WAIT_MS
+                )
+                feed.focus(self._awaited_ack_topics())
                 await feed.start()
                 self._acks = feed
             missing = {command_topic, ack_topic} - await self._acks.existing_topics(

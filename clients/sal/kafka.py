@@ -297,9 +297,11 @@ class PartitionFeed:
     Records are handled one at a time, in order, by awaiting ``handler``; a handler that must
     wait for something should hand the record to a task of its own.
 
-    `pause` stops the fetching until `resume`, keeping every position: a feed read only while
-    an answer is awaited (a command's acks) then costs the broker nothing in between, for a
-    broker such as tansu reads every partition of a waiting fetch again and again.
+    `focus` fetches only some topics' partitions, keeping every position (`pause` fetches none,
+    `resume` all): a feed read only while an answer is awaited (a command's acks) then asks the
+    broker only for the partitions an answer can come on. Each partition of a fetch costs both
+    sides on every round, and a broker such as tansu reads every partition of a waiting fetch
+    again and again.
     """
 
     def __init__(
@@ -319,7 +321,7 @@ class PartitionFeed:
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._started = False
-        self._paused = False
+        self._focus: frozenset[str] | None = None  # the topics fetched; None: all
 
     async def start(self) -> None:
         """Connect and start reading.
@@ -368,7 +370,8 @@ class PartitionFeed:
 
     @property
     def paused(self) -> bool:
-        return self._paused
+        """Nothing is fetched (`pause`, or `focus` on no topic)."""
+        return self._focus == frozenset()
 
     def set_fetch_wait(self, wait_ms: int) -> None:
         """Use this fetch wait from the next fetch on.
@@ -381,16 +384,29 @@ class PartitionFeed:
             fetcher._fetch_max_wait_ms = wait_ms  # noqa: SLF001 (see above)
         self._consumer._fetch_max_wait_ms = wait_ms  # noqa: SLF001 (read at start)
 
+    def focus(self, topics: Iterable[str] | None) -> None:
+        """Fetch only the partitions of ``topics`` (None: every partition), partitions added
+        later included. The others keep their positions: what is written to them meanwhile
+        is read once they are fetched again. Records already fetched for a partition left out
+        are dropped and fetched again then (aiokafka's pause)."""
+        self._focus = None if topics is None else frozenset(topics)
+        self._apply_focus()
+
     def pause(self) -> None:
-        """Stop fetching, partitions added later included, until `resume`. Positions are kept:
-        what is written meanwhile is read after `resume`."""
-        self._paused = True
-        self._consumer.pause(*self._consumer.assignment())
+        """Stop fetching, partitions added later included, until `resume` (or `focus`)."""
+        self.focus(())
 
     def resume(self) -> None:
-        """Fetch again from where the feed stopped."""
-        self._paused = False
-        self._consumer.resume(*self._consumer.assignment())
+        """Fetch every partition again, each from where it stopped."""
+        self.focus(None)
+
+    def _apply_focus(self) -> None:
+        assignment = self._consumer.assignment()
+        if self._focus is None:
+            self._consumer.resume(*assignment)
+            return
+        self._consumer.pause(*(tp for tp in assignment if tp.topic not in self._focus))
+        self._consumer.resume(*(tp for tp in assignment if tp.topic in self._focus))
 
     async def existing_topics(self, topics: Iterable[str]) -> set[str]:
         """Those of ``topics`` that exist on the brokers now (fresh metadata).
@@ -513,9 +529,9 @@ class PartitionFeed:
         to_beginning = [tp for tp, where in new.items() if where == BEGINNING]
         if to_beginning:
             await self._consumer.seek_to_beginning(*to_beginning)
-        if self._paused:
+        if self._focus is not None:
             # A new assignment starts unpaused.
-            self._consumer.pause(*self._consumer.assignment())
+            self._apply_focus()
 
     async def _end_offsets(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
         for attempt in range(1, _OFFSETS_ATTEMPTS):
