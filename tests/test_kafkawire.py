@@ -11,13 +11,16 @@ import struct
 from io import BytesIO
 from typing import Any
 
+from aiokafka.protocol.fetch import FetchRequest_v11, FetchResponse_v11
 from aiokafka.protocol.metadata import MetadataRequest_v5, MetadataResponse_v5
 from aiokafka.protocol.offset import OffsetRequest_v3, OffsetResponse_v3
 from aiokafka.protocol.types import Schema
 
+import clients.sal.kafka  # noqa: F401 (installs the Fetch v11 decoder)
 from clients.kafkawire import (
     AllCommittedOffsets,
     AllTopicsMetadata,
+    FetchResponseV11,
     LatestOffsets,
     OffsetFetchResponseV8,
 )
@@ -123,3 +126,31 @@ def test_offset_fetch_v8_decodes_as_aiokafka_does() -> None:
     request = AllCommittedOffsets(["a", "b"]).prepare(_OFFSET_FETCH_V8)
     assert request.API_VERSION == 8
     assert request.RESPONSE_TYPE is OffsetFetchResponseV8
+
+
+def test_fetch_v11_decodes_as_aiokafka_does_and_is_installed() -> None:
+    batch = b"\x00" * 61 + b"records"
+    topics: list[Any] = [
+        (
+            f"lsst.sal.MTMount.command_t{n}",
+            [
+                # read_uncommitted: aborted transactions null; an empty partition: no records.
+                (0, 0, 7, 7, 0, None, -1, b""),
+                (1, 0, 12, 12, 3, None, -1, batch),
+                (2, 6, -1, -1, -1, None, -1, None),  # NOT_LEADER_OR_FOLLOWER
+                (3, 0, 9, 5, 0, [(4000, 5), (4001, 6)], 2, batch * 3),
+            ],
+        )
+        for n in range(40)
+    ]
+    topics.append(("é" * 130, []))
+    answer = FetchResponse_v11(0, 0, 77, topics).encode()
+    ours = FetchResponseV11.decode(answer)
+    assert _generic_decode(FetchResponse_v11.SCHEMA, answer) == (
+        ours.throttle_time_ms,
+        ours.error_code,
+        ours.session_id,
+        ours.topics,
+    )
+    # What aiokafka's consumers use once the SAL Kafka layer is imported.
+    assert FetchRequest_v11.RESPONSE_TYPE is FetchResponseV11

@@ -5,6 +5,9 @@
   end offsets stay right on tansu (test-servers.md, quirk 2) and order is kept per partition.
 - `PartitionFeed`: one consumer whose manual assignment grows and shrinks while it reads, so
   that one consumer can serve many CSCs without consumer-group joins.
+
+Importing this module makes aiokafka decode fetch answers with
+`clients.kafkawire.FetchResponseV11` in this process (`install_fetch_decoder`).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
+from clients.kafkawire import install_fetch_decoder
 from clients.sal.errors import SalKafkaError
 
 __all__ = [
@@ -36,6 +40,8 @@ __all__ = [
 ]
 
 _logger = logging.getLogger(__name__)
+
+install_fetch_decoder()
 
 #: A broker too busy to answer an offsets request in time (10 s each) is asked again, so long.
 _OFFSETS_ATTEMPTS = 3
