@@ -269,7 +269,9 @@ class Timeouts(_Strict):
         2.0,
         gt=0,
         le=60,
-        description="How often to ask again while waiting: Argo CD syncs, lag, sign-offs.",
+        description="How often to ask again while waiting: Argo CD syncs, lag, sign-offs. "
+        "Syncs and lag are asked again after 0.25 s first, then twice as long each time up to "
+        "this.",
     )
     argocd_sync_s: float = Field(600.0, gt=0)
     sign_off_s: float = Field(86400.0, gt=0, description="Default wait for an operator.")

@@ -29,6 +29,8 @@ import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 from pydantic.alias_generators import to_camel
 
+from clients.polling import poll_delays
+
 __all__ = [
     "Application",
     "ArgoCdAuthError",
@@ -689,7 +691,9 @@ class ArgoCdClient:
         """Sync ``name`` and wait until it is synced, trying once more if the first sync fails.
 
         The sites' first sync of an app sometimes fails spuriously; a second failure is real.
-        A terminated operation is not retried. ``timeout_s`` bounds the whole call.
+        A terminated operation is not retried. ``timeout_s`` bounds the whole call. The app is
+        read again after 0.25 s, then twice as long each time up to ``poll_interval_s``
+        (`clients.polling.poll_delays`): a quick sync is seen as soon as it ends.
 
         Raises
         ------
@@ -802,6 +806,7 @@ class ArgoCdClient:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         last: Application | None = None
+        delays = poll_delays(poll_interval_s)
         while True:
             last = await self.get_application(name, refresh=None)
             state = last.operation_state
@@ -823,7 +828,7 @@ class ArgoCdClient:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 raise ArgoCdTimeoutError(name, reported_timeout_s or timeout_s, last)
-            await asyncio.sleep(min(poll_interval_s, remaining))
+            await asyncio.sleep(min(next(delays), remaining))
 
     # --- HTTP ---------------------------------------------------------------------------------
 

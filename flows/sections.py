@@ -18,6 +18,7 @@ from prefect.logging import get_run_logger
 from blocks.site import CscEntry, CscName, State
 from clients.kubernetes import KubernetesError
 from clients.lag import LagReport
+from clients.polling import poll_delays
 from clients.registry import CompatibilityLevel
 from clients.sal import CscStatus, StateWaitTimeout, gone
 from clients.sal.scripts import ScriptOutcome, ScriptQueueExited
@@ -413,6 +414,7 @@ async def _wait_for_lag_drained(run: UpgradeRun, step: StepHandle, table: str) -
     prefixes = (site.telegraf.group_prefix, site.love_producers.group_prefix)
     deadline = anyio.current_time() + site.timeouts.lag_drain_s
     start = await consumer_lags(prefixes)
+    delays = poll_delays(site.timeouts.poll_s)
     while True:
         reports = await consumer_lags(prefixes)
         remaining = {
@@ -431,7 +433,7 @@ async def _wait_for_lag_drained(run: UpgradeRun, step: StepHandle, table: str) -
                 "from starting after a schema change. Proceed anyway, or abort.",
             )
             break
-        await asyncio.sleep(site.timeouts.poll_s)
+        await asyncio.sleep(next(delays))
     await run.table(table, _lag_rows(reports))
     step.note(", ".join(f"{p}* lag {r.total_lag}" for p, r in zip(prefixes, reports, strict=True)))
 
@@ -841,6 +843,7 @@ async def telegraf_back(run: UpgradeRun, step: StepHandle) -> None:
     # Consuming again means getting through what piled up while it was scaled to 0.
     deadline = anyio.current_time() + site.timeouts.lag_drain_s
     start = await consumer_lag(telegraf.group_prefix)
+    delays = poll_delays(site.timeouts.poll_s)
     while True:
         report = await consumer_lag(telegraf.group_prefix)
         if report.groups and backlog_left(start, report) <= site.lag_tolerance:
@@ -852,7 +855,7 @@ async def telegraf_back(run: UpgradeRun, step: StepHandle) -> None:
                 "Chronograf."
             )
             break
-        await asyncio.sleep(site.timeouts.poll_s)
+        await asyncio.sleep(next(delays))
     await run.table("lag after bring-up", _lag_rows([report]))
     step.note(f"{len(changes)} connectors at {replicas}; telegraf lag {report.total_lag}")
 

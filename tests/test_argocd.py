@@ -162,6 +162,21 @@ async def test_deleted_jobs_make_the_app_out_of_sync_and_missing(
 # --- Syncing -----------------------------------------------------------------------------------
 
 
+async def test_a_quick_sync_is_seen_long_before_the_poll_interval(
+    argocd: ArgoCd, client: ArgoCdClient
+) -> None:
+    """The app is read again after 0.25 s, then twice as long each time up to the interval: a
+    sync of a third of a second does not keep the upgrade waiting the site's whole interval."""
+    argocd.state.sync_duration_s = 0.3
+    argocd.model.publish_upgrade(revision=NEW_REVISION, image_tag=NEW_TAG)
+    async with asyncio.timeout(10.0):  # polling every 60 s would wait a minute
+        app = await client.sync_and_wait(
+            "calsys", revision=NEW_REVISION, timeout_s=120.0, poll_interval_s=60.0
+        )
+    assert app.sync_status is SyncStatusCode.SYNCED
+    assert argocd.syncs() == ["calsys"]
+
+
 async def test_sync_recreates_deleted_jobs_with_the_new_image(
     argocd: ArgoCd, client: ArgoCdClient
 ) -> None:
