@@ -95,6 +95,11 @@ def _uvarint(buf: bytes, pos: int) -> tuple[int, int]:
         shift += 7
 
 
+def _int32(buf: bytes, pos: int) -> tuple[int, int]:
+    (value,) = _INT32.unpack_from(buf, pos)
+    return value, pos + 4
+
+
 def _string(buf: bytes, pos: int) -> tuple[str | None, int]:
     (length,) = _INT16.unpack_from(buf, pos)
     pos += 2
@@ -127,8 +132,7 @@ _INT32_ARRAYS = [struct.Struct(f">{count}i") for count in range(8)]
 
 
 def _int32_array(buf: bytes, pos: int) -> tuple[list[int], int]:
-    (count,) = _INT32.unpack_from(buf, pos)
-    pos += 4
+    count, pos = _int32(buf, pos)
     if count <= 0:
         return [], pos
     # Replica lists are short: their formats are made once.
@@ -149,10 +153,8 @@ class _MetadataResponseV5(MetadataResponse_v5):  # type: ignore[misc]
     @classmethod
     def decode(cls, data: BytesIO | bytes) -> Self:
         buf, pos = _body(data)
-        (throttle,) = _INT32.unpack_from(buf, pos)
-        pos += 4
-        (count,) = _INT32.unpack_from(buf, pos)
-        pos += 4
+        throttle, pos = _int32(buf, pos)
+        count, pos = _int32(buf, pos)
         brokers = []
         for _ in range(max(count, 0)):
             (node_id,) = _INT32.unpack_from(buf, pos)
@@ -161,10 +163,8 @@ class _MetadataResponseV5(MetadataResponse_v5):  # type: ignore[misc]
             rack, pos = _string(buf, pos + 4)
             brokers.append((node_id, host, port, rack))
         cluster_id, pos = _string(buf, pos)
-        (controller,) = _INT32.unpack_from(buf, pos)
-        pos += 4
-        (count,) = _INT32.unpack_from(buf, pos)
-        pos += 4
+        controller, pos = _int32(buf, pos)
+        count, pos = _int32(buf, pos)
         topics = []
         for _ in range(max(count, 0)):
             (error_code,) = _INT16.unpack_from(buf, pos)
@@ -203,15 +203,12 @@ class _OffsetResponseV3(OffsetResponse_v3):  # type: ignore[misc]
     @classmethod
     def decode(cls, data: BytesIO | bytes) -> Self:
         buf, pos = _body(data)
-        (throttle,) = _INT32.unpack_from(buf, pos)
-        pos += 4
-        (count,) = _INT32.unpack_from(buf, pos)
-        pos += 4
+        throttle, pos = _int32(buf, pos)
+        count, pos = _int32(buf, pos)
         topics = []
         for _ in range(max(count, 0)):
             name, pos = _string(buf, pos)
-            (partition_count,) = _INT32.unpack_from(buf, pos)
-            pos += 4
+            partition_count, pos = _int32(buf, pos)
             end = pos + _END_OFFSET.size * max(partition_count, 0)
             topics.append((name, list(_END_OFFSET.iter_unpack(buf[pos:end]))))
             pos = end
@@ -274,8 +271,7 @@ class FetchResponseV11(FetchResponse_v11):  # type: ignore[misc]
         head = _FETCHED_HEAD.unpack_from
         for _ in range(count):
             name, pos = _string(buf, pos)
-            (partition_count,) = _INT32.unpack_from(buf, pos)
-            pos += 4
+            partition_count, pos = _int32(buf, pos)
             if partition_count < 0:
                 topics.append((name, None))
                 continue
