@@ -445,16 +445,10 @@ class SalClient:
             wanted = {self.topic(name, "ackcmd") for name in components} - self._ack_topics
             if not wanted:
                 return
-            if self._acks is None:
-                feed = PartitionFeed(
-                    self.kafka, self._on_ack, name="sal-acks", fetch_max_wait_ms=_ACK_FETCH_WAIT_MS
-                )
-                feed.focus(self._awaited_ack_topics())
-                await feed.start()
-                self._acks = feed
-            existing = await self._acks.existing_topics(wanted)
+            acks = await self._ack_feed()
+            existing = await acks.existing_topics(wanted)
             if existing:
-                await self._acks.add({TopicPartition(topic, 0): END for topic in existing})
+                await acks.add({TopicPartition(topic, 0): END for topic in existing})
                 self._ack_topics |= existing
 
     async def _watch_acks(self, component: str, command_topic: str) -> None:
@@ -463,14 +457,8 @@ class SalClient:
         async with self._ack_lock:
             if ack_topic in self._ack_topics:
                 return
-            if self._acks is None:
-                feed = PartitionFeed(
-                    self.kafka, self._on_ack, name="sal-acks", fetch_max_wait_ms=_ACK_FETCH_WAIT_MS
-                )
-                feed.focus(self._awaited_ack_topics())
-                await feed.start()
-                self._acks = feed
-            missing = {command_topic, ack_topic} - await self._acks.existing_topics(
+            acks = await self._ack_feed()
+            missing = {command_topic, ack_topic} - await acks.existing_topics(
                 {command_topic, ack_topic}
             )
             if missing:
@@ -478,8 +466,19 @@ class SalClient:
                     f"{', '.join(sorted(missing))} does not exist: no {component} CSC has "
                     "started on this broker"
                 )
-            await self._acks.add({TopicPartition(ack_topic, 0): END})
+            await acks.add({TopicPartition(ack_topic, 0): END})
             self._ack_topics.add(ack_topic)
+
+    async def _ack_feed(self) -> PartitionFeed:
+        """The feed of the ackcmd topics, started on first use (under ``_ack_lock``)."""
+        if self._acks is None:
+            feed = PartitionFeed(
+                self.kafka, self._on_ack, name="sal-acks", fetch_max_wait_ms=_ACK_FETCH_WAIT_MS
+            )
+            feed.focus(self._awaited_ack_topics())
+            await feed.start()
+            self._acks = feed
+        return self._acks
 
     async def _on_ack(self, record: ConsumerRecord[bytes, bytes]) -> None:
         if not self._pending:
