@@ -55,9 +55,7 @@ from flows.sections import (
 )
 from flows.signoff import UpgradeAborted
 from flows.tasks import (
-    RETRIES,
-    RETRY_DELAY_S,
-    _retry_transient,
+    TRANSIENT,
     csc_statuses,
     delete_class_jobs,
     run_script,
@@ -252,9 +250,7 @@ def _affected_row(entry: CscEntry) -> dict[str, Any]:
 
 @task(
     name="list registry subjects",
-    retries=RETRIES,
-    retry_delay_seconds=RETRY_DELAY_S,
-    retry_condition_fn=_retry_transient,
+    **TRANSIENT,
 )
 async def list_subjects() -> list[str]:
     return await current_run().services.registry.list_subjects()

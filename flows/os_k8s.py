@@ -28,7 +28,6 @@ from typing import Any
 import anyio
 from prefect import flow, task
 from prefect.client.schemas.objects import State as PrefectState
-from prefect.client.schemas.objects import TaskRun
 from prefect.states import Cancelled
 
 from blocks.memory import UpgradeMemory
@@ -61,8 +60,7 @@ from flows.sections import (
 )
 from flows.signoff import UpgradeAborted
 from flows.tasks import (
-    RETRIES,
-    RETRY_DELAY_S,
+    TRANSIENT,
     csc_statuses,
     is_transient,
     k8s_cleanup_all,
@@ -225,24 +223,13 @@ async def _os_k8s_recovery(run: UpgradeRun, *, minimal_testing: bool) -> None:
 # --- tasks ---------------------------------------------------------------------------------------
 
 
-def _retry_transient(_task: Any, _run: TaskRun, state: PrefectState[Any]) -> bool:
-    return isinstance(state.data, BaseException) and is_transient(state.data)
-
-
-_RETRYING: dict[str, Any] = {
-    "retries": RETRIES,
-    "retry_delay_seconds": RETRY_DELAY_S,
-    "retry_condition_fn": _retry_transient,
-}
-
-
-@task(name="read Kafka resource", **_RETRYING)
+@task(name="read Kafka resource", **TRANSIENT)
 async def read_kafka() -> KafkaInfo:
     strimzi = current_run().site.strimzi
     return await current_run().services.kubernetes.get_kafka(strimzi.namespace, strimzi.kafka)
 
 
-@task(name="annotate Kafka resource", task_run_name="annotate Kafka {annotations}", **_RETRYING)
+@task(name="annotate Kafka resource", task_run_name="annotate Kafka {annotations}", **TRANSIENT)
 async def annotate_kafka(annotations: dict[str, str | None]) -> KafkaInfo:
     strimzi = current_run().site.strimzi
     return await current_run().services.kubernetes.annotate_kafka(
@@ -250,7 +237,7 @@ async def annotate_kafka(annotations: dict[str, str | None]) -> KafkaInfo:
     )
 
 
-@task(name="read pod set", task_run_name="read pod set {name}", **_RETRYING)
+@task(name="read pod set", task_run_name="read pod set {name}", **TRANSIENT)
 async def read_pod_set(name: str) -> PodSetInfo | None:
     """The StrimziPodSet, or None when it does not exist."""
     namespace = current_run().site.strimzi.namespace
@@ -267,7 +254,7 @@ async def delete_pod_set(name: str) -> PodSetInfo:
     return await current_run().services.kubernetes.delete_pod_set(namespace, name)
 
 
-@task(name="scale deployment", task_run_name="scale {namespace}/{name} to {replicas}", **_RETRYING)
+@task(name="scale deployment", task_run_name="scale {namespace}/{name} to {replicas}", **TRANSIENT)
 async def scale_deployment(namespace: str, name: str, replicas: int) -> ScaleChange:
     return await current_run().services.kubernetes.scale_deployment(namespace, name, replicas)
 

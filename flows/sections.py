@@ -29,7 +29,6 @@ from flows.preflight import preflight
 from flows.run import Restore, UpgradeRun, current_run
 from flows.signoff import SignOff
 from flows.tasks import (
-    consumer_lag,
     consumer_lags,
     csc_statuses,
     delete_class_jobs,
@@ -842,10 +841,10 @@ async def telegraf_back(run: UpgradeRun, step: StepHandle) -> None:
         return
     # Consuming again means getting through what piled up while it was scaled to 0.
     deadline = anyio.current_time() + site.timeouts.lag_drain_s
-    start = await consumer_lag(telegraf.group_prefix)
+    (start,) = await consumer_lags((telegraf.group_prefix,))
     delays = poll_delays(site.timeouts.poll_s)
     while True:
-        report = await consumer_lag(telegraf.group_prefix)
+        (report,) = await consumer_lags((telegraf.group_prefix,))
         if report.groups and backlog_left(start, report) <= site.lag_tolerance:
             break
         if anyio.current_time() >= deadline:

@@ -39,7 +39,7 @@ from flows.affected import JobDeletion
 from flows.run import current_run
 
 __all__ = [
-    "consumer_lag",
+    "TRANSIENT",
     "consumer_lags",
     "csc_statuses",
     "delete_class_jobs",
@@ -82,13 +82,17 @@ def _retry_transient(_task: Any, _run: TaskRun, state: State[Any]) -> bool:
 
 RETRIES = 3
 RETRY_DELAY_S = 2
+#: What a task whose failures may be transient (a service restarting) is given.
+TRANSIENT: dict[str, Any] = {
+    "retries": RETRIES,
+    "retry_delay_seconds": RETRY_DELAY_S,
+    "retry_condition_fn": _retry_transient,
+}
 
 
 @task(
     name="read CSC states",
-    retries=RETRIES,
-    retry_delay_seconds=RETRY_DELAY_S,
-    retry_condition_fn=_retry_transient,
+    **TRANSIENT,
 )
 async def csc_statuses(names: list[CscName], window_s: float) -> dict[CscName, CscStatus]:
     return await current_run().services.sal.statuses(names, window_s)
@@ -117,17 +121,6 @@ async def set_csc_state(csc: CscName, state: CscState, timeout_s: float) -> CscS
     return state
 
 
-@task(
-    name="consumer lag",
-    task_run_name="lag of {prefix}*",
-    retries=RETRIES,
-    retry_delay_seconds=RETRY_DELAY_S,
-    retry_condition_fn=_retry_transient,
-)
-async def consumer_lag(prefix: str) -> LagReport:
-    return await current_run().services.lag.consumer_lag(prefix)
-
-
 def _families_run_name() -> str:
     prefixes = prefect.runtime.task_run.parameters.get("prefixes", ())
     return "lag of " + " and ".join(f"{prefix}*" for prefix in prefixes)
@@ -136,9 +129,7 @@ def _families_run_name() -> str:
 @task(
     name="consumer lags",
     task_run_name=_families_run_name,
-    retries=RETRIES,
-    retry_delay_seconds=RETRY_DELAY_S,
-    retry_condition_fn=_retry_transient,
+    **TRANSIENT,
 )
 async def consumer_lags(prefixes: tuple[str, ...]) -> list[LagReport]:
     """Several families' lag in one measurement (`ConsumerLagClient.consumer_lags`)."""
@@ -147,9 +138,7 @@ async def consumer_lags(prefixes: tuple[str, ...]) -> list[LagReport]:
 
 @task(
     name="clean up CSC jobs (cleanup_all)",
-    retries=RETRIES,
-    retry_delay_seconds=RETRY_DELAY_S,
-    retry_condition_fn=_retry_transient,
+    **TRANSIENT,
 )
 async def k8s_cleanup_all() -> CleanupReport:
     run = current_run()
@@ -158,9 +147,7 @@ async def k8s_cleanup_all() -> CleanupReport:
 
 @task(
     name="clean up Nublado (cleanup_nublado)",
-    retries=RETRIES,
-    retry_delay_seconds=RETRY_DELAY_S,
-    retry_condition_fn=_retry_transient,
+    **TRANSIENT,
 )
 async def k8s_cleanup_nublado() -> NamespaceDeletion:
     run = current_run()
@@ -170,9 +157,7 @@ async def k8s_cleanup_nublado() -> NamespaceDeletion:
 @task(
     name="delete CSC jobs by class",
     task_run_name="delete jobs {deletion.namespace}/{deletion.selector}",
-    retries=RETRIES,
-    retry_delay_seconds=RETRY_DELAY_S,
-    retry_condition_fn=_retry_transient,
+    **TRANSIENT,
 )
 async def delete_class_jobs(deletion: JobDeletion) -> NamespaceCleanup:
     return await current_run().services.kubernetes.delete_class_jobs(
@@ -185,9 +170,7 @@ async def delete_class_jobs(deletion: JobDeletion) -> NamespaceCleanup:
 @task(
     name="failed CSC jobs",
     task_run_name="failed CSC jobs in {namespace}",
-    retries=RETRIES,
-    retry_delay_seconds=RETRY_DELAY_S,
-    retry_condition_fn=_retry_transient,
+    **TRANSIENT,
 )
 async def failed_csc_jobs(namespace: str) -> list[JobInfo]:
     """The CSC Jobs of ``namespace`` that have failed (and are not being deleted)."""
@@ -198,9 +181,7 @@ async def failed_csc_jobs(namespace: str) -> list[JobInfo]:
 @task(
     name="scale deployments",
     task_run_name="scale {namespace}/{selector} to {replicas}",
-    retries=RETRIES,
-    retry_delay_seconds=RETRY_DELAY_S,
-    retry_condition_fn=_retry_transient,
+    **TRANSIENT,
 )
 async def scale_deployments(namespace: str, selector: str, replicas: int) -> list[ScaleChange]:
     return await current_run().services.kubernetes.scale_deployments(
@@ -210,9 +191,7 @@ async def scale_deployments(namespace: str, selector: str, replicas: int) -> lis
 
 @task(
     name="read registry compatibility",
-    retries=RETRIES,
-    retry_delay_seconds=RETRY_DELAY_S,
-    retry_condition_fn=_retry_transient,
+    **TRANSIENT,
 )
 async def get_compatibility() -> CompatibilityLevel:
     return await current_run().services.registry.get_compatibility()
@@ -221,9 +200,7 @@ async def get_compatibility() -> CompatibilityLevel:
 @task(
     name="set registry compatibility",
     task_run_name="registry compatibility {level}",
-    retries=RETRIES,
-    retry_delay_seconds=RETRY_DELAY_S,
-    retry_condition_fn=_retry_transient,
+    **TRANSIENT,
 )
 async def set_compatibility(level: CompatibilityLevel) -> CompatibilityLevel:
     return await current_run().services.registry.set_compatibility(level)
@@ -245,9 +222,7 @@ async def sync_application(name: str) -> str:
 @task(
     name="what is out of sync",
     task_run_name="diff {name}",
-    retries=RETRIES,
-    retry_delay_seconds=RETRY_DELAY_S,
-    retry_condition_fn=_retry_transient,
+    **TRANSIENT,
 )
 async def out_of_sync_report(name: str) -> OutOfSyncReport:
     return await current_run().services.argocd.diff_report(name)
