@@ -57,7 +57,14 @@ from clients.sal.codec import (
 )
 from clients.sal.enums import SalRetCode
 from clients.sal.errors import SalError
-from clients.sal.kafka import END, KafkaSettings, PartitionFeed, SalProducer, heartbeat_topic
+from clients.sal.kafka import (
+    END,
+    KafkaSettings,
+    MessageBuilder,
+    PartitionFeed,
+    SalProducer,
+    heartbeat_topic,
+)
 from sim.sal_schemas import DEFAULT_CATALOG, TopicCatalog, command_types, component_schemas
 from sim.writelog import WriteLog
 
@@ -158,6 +165,16 @@ class ExitCallback(Protocol):
 StateListener = Callable[["SimulatedCsc", State], Awaitable[None]]
 
 
+@dataclass(frozen=True)
+class Outgoing:
+    """A message to send: its topic and key, how to build it, and (once built) its fields."""
+
+    topic: str
+    key: bytes | None
+    build: MessageBuilder
+    written: dict[str, Any]
+
+
 class _CscExit(Exception):  # noqa: N818 (control flow, never escapes)
     """Raised inside a command to end the CSC once its ack is written."""
 
@@ -216,6 +233,19 @@ class SimulatedCsc:
         SalError
             The topic is not one of this CSC's, a value does not fit, or Kafka refused.
         """
+        message = await self.outgoing(sal_name, **values)
+        await self.fleet.producer.send(message.topic, message.key, message.build, lane=self.lane)
+        return message.written
+
+    async def outgoing(self, sal_name: str, **values: Any) -> Outgoing:
+        """One message of one of this CSC's topics, built (stamped, numbered, encoded) only when
+        it is sent: `write` sends it alone, the fleet's heartbeats many of one topic together.
+
+        Raises
+        ------
+        SalError
+            The topic is not one of this CSC's (or its schema cannot be looked up).
+        """
         writer = await self._writer(sal_name)
         counter = self._seq_nums.setdefault(sal_name, itertools.count(1))
         written: dict[str, Any] = {}
@@ -237,8 +267,7 @@ class SimulatedCsc:
             return value, kafka_timestamp_ms(record)
 
         key = None if _is_telemetry(sal_name) else self.key(sal_name)
-        await self.fleet.producer.send(writer.topic, key, build, lane=self.lane)
-        return written
+        return Outgoing(writer.topic, key, build, written)
 
     def key(self, sal_name: str) -> bytes:
         return message_key(self.name, sal_name, indexed=self.indexed)
@@ -1029,41 +1058,59 @@ class CscFleet:
                 self._feed.set_fetch_wait(self._command_idle_fetch_wait_ms)
 
     async def _heartbeats(self) -> None:
-        """Beat every running CSC each interval, each on its own: as real CSCs, which do not
-        wait for each other, a slow write (900 ESS CSCs sharing a topic) delays only itself."""
+        """Beat every running CSC each interval. The CSCs of one component beating in one lane
+        go in one request (`SalProducer.send_batch`): 900 ESS CSCs, one request each, would keep
+        tansu busy and fall seconds behind. As real CSCs, which do not wait for each other, a
+        slow write delays only the CSCs in it: those of one component and lane."""
         failing: set[CscName] = set()
-        pending: dict[CscName, asyncio.Task[dict[str, Any]]] = {}
+        pending: set[CscName] = set()
 
-        def done(name: CscName, task: asyncio.Task[dict[str, Any]]) -> None:
-            pending.pop(name, None)
+        def done(names: list[CscName], task: asyncio.Task[None]) -> None:
+            pending.difference_update(names)
             if task.cancelled():
                 return
             error = task.exception()
             if error is None:
-                failing.discard(name)
-            elif name not in failing:
-                failing.add(name)
-                _logger.warning("%s: heartbeat failed (%s); quiet until it works", name, error)
+                failing.difference_update(names)
+                return
+            new = [name for name in names if name not in failing]
+            failing.update(new)
+            if new:
+                shown = ", ".join(map(str, new[:5])) + (" ..." if len(new) > 5 else "")
+                _logger.warning("%s: heartbeat failed (%s); quiet until it works", shown, error)
 
         loop = asyncio.get_running_loop()
         tick = loop.time()
+        beats: set[asyncio.Task[None]] = set()
         try:
             while True:
                 # A fixed cadence; after a stall (a busy loop) it starts again from now.
                 tick = max(tick + self.heartbeat_interval_s, loop.time())
                 await asyncio.sleep(tick - loop.time())
                 now = loop.time()
+                due: dict[tuple[str, int], list[SimulatedCsc]] = {}
                 for csc in list(self.running.values()):
                     if csc.name in pending or not csc.running or not csc.beat_due(now):
                         continue
-                    task = asyncio.create_task(csc.write("logevent_heartbeat"))
-                    pending[csc.name] = task
-                    task.add_done_callback(functools.partial(done, csc.name))
+                    lane = csc.lane % self.producer.lanes
+                    due.setdefault((csc.name.name, lane), []).append(csc)
+                for (_, lane), cscs in due.items():
+                    names = [csc.name for csc in cscs]
+                    pending.update(names)
+                    task = asyncio.create_task(self._beat(cscs, lane))
+                    beats.add(task)
+                    task.add_done_callback(beats.discard)
+                    task.add_done_callback(functools.partial(done, names))
         finally:
-            beats = list(pending.values())
             for task in beats:
                 task.cancel()
             await asyncio.gather(*beats, return_exceptions=True)
+
+    async def _beat(self, cscs: list[SimulatedCsc], lane: int) -> None:
+        messages = [await csc.outgoing("logevent_heartbeat") for csc in cscs]
+        await self.producer.send_batch(
+            messages[0].topic, [(m.key, m.build) for m in messages], lane=lane
+        )
 
     def log_command(self, csc: SimulatedCsc, command: str, data: Mapping[str, Any]) -> None:
         if self.write_log is None:

@@ -37,11 +37,11 @@ from clients.sal import (
     gone,
     in_state,
 )
-from clients.sal.codec import message_key, parse_key, unpack_value
+from clients.sal.codec import SalCodec, message_key, parse_key, unpack_value
 from clients.sal.errors import CommandError
 from clients.sal.kafka import END, KafkaSettings, PartitionFeed, SalProducer, heartbeat_topic
 from sim.broker import TansuBroker
-from sim.csc import ALL_COMMANDS, CscBehaviour, CscFleet, SimulatedCsc
+from sim.csc import ALL_COMMANDS, CscBehaviour, CscFleet, Outgoing, SimulatedCsc
 from sim.sal_schemas import component_schemas
 from tests.conftest import REFERENCE, FleetUnderTest, RegistryServer
 
@@ -143,15 +143,15 @@ async def test_a_csc_whose_heartbeat_write_hangs_does_not_silence_the_others(
     stuck, steady = fresh("Stuck"), fresh("Steady")
     blocked = await launch(stuck)
     await launch(steady)
-    write = blocked.write
+    outgoing = blocked.outgoing
     release = asyncio.Event()
 
-    async def hanging_write(sal_name: str, **values: Any) -> dict[str, Any]:
+    async def hanging_outgoing(sal_name: str, **values: Any) -> Outgoing:
         if sal_name == "logevent_heartbeat":
             await release.wait()
-        return await write(sal_name, **values)
+        return await outgoing(sal_name, **values)
 
-    blocked.write = hanging_write  # type: ignore[method-assign]
+    blocked.outgoing = hanging_outgoing  # type: ignore[method-assign]
     try:
         await asyncio.sleep(2.0)  # ten heartbeat periods of the fleet
         ages = await sal_client.heartbeats([stuck, steady], 5.0)
@@ -162,6 +162,66 @@ async def test_a_csc_whose_heartbeat_write_hangs_does_not_silence_the_others(
     assert steady_age < 0.6, ages
     assert stuck_age is not None
     assert stuck_age > 1.5, ages
+
+
+async def test_the_cscs_of_one_component_beat_together_each_as_itself(
+    launch: Launcher,
+    csc_fleet: FleetUnderTest,
+    tansu_broker: TansuBroker,
+    schema_registry: RegistryServer,
+) -> None:
+    """A component's CSCs beat in shared requests (900 ESS at 1 Hz, one request each, swamp
+    tansu), yet each heartbeat is the CSC's own: its key and salIndex, its seqNums in order,
+    and every CSC beats at the fleet's interval."""
+    first = fresh("Beat", indexed=True)
+    cscs = [CscName(name=first.name, index=first.index + i) for i in range(40)]
+    for csc in cscs:
+        await launch(csc)
+    await asyncio.sleep(1.5)  # about seven beats at the fleet's 0.2 s
+    topic = csc_fleet.fleet.topic(first.name, "logevent_heartbeat")
+    records = await read_topic(tansu_broker, topic)
+    registry = SchemaRegistryClient(schema_registry.url)
+    try:
+        codec = SalCodec(registry)
+        seq_nums: dict[int, list[int]] = {}
+        for record in records:
+            key = parse_key(record.key)
+            assert key is not None
+            value = await codec.decode(record.value or b"")
+            assert value["salIndex"] == key.csc.index
+            seq_nums.setdefault(key.csc.index, []).append(value["private_seqNum"])
+    finally:
+        await registry.aclose()
+    assert set(seq_nums) == {csc.index for csc in cscs}
+    for index, numbers in seq_nums.items():
+        assert numbers == sorted(numbers), (index, numbers)
+        assert len(numbers) >= 5, (index, numbers)
+
+
+async def test_send_batch_writes_each_message_once_in_order(tansu_broker: TansuBroker) -> None:
+    """More messages than fit one request (16 KiB): split, none lost, none twice, in order."""
+    settings = KafkaSettings(bootstrap_servers=tansu_broker.bootstrap_servers)
+    topic = f"lsst.sal.Batch{next(_serial)}.logevent_heartbeat"
+    producer = await SalProducer.start(settings)
+    built: list[int] = []
+
+    def builder(n: int) -> Callable[[], tuple[bytes, int]]:
+        def build() -> tuple[bytes, int]:
+            built.append(n)
+            return f"{n:0200d}".encode(), 1_700_000_000_000 + n
+
+        return build
+
+    try:
+        await producer.send(topic, None, builder(-1))  # makes the topic
+        await producer.send_batch(topic, [(f"k{n}".encode(), builder(n)) for n in range(300)])
+    finally:
+        await producer.stop()
+    records = (await read_topic(tansu_broker, topic))[1:]
+    assert built == [-1, *range(300)]
+    assert [r.key for r in records] == [f"k{n}".encode() for n in range(300)]
+    assert [int(r.value or b"") for r in records] == list(range(300))
+    assert [r.timestamp for r in records] == [1_700_000_000_000 + n for n in range(300)]
 
 
 async def test_board_waits_and_names_the_cscs_still_short(

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -150,7 +150,8 @@ def heartbeat_topic(topic: str) -> bool:
 
 
 class SalProducer:
-    """Sends SAL messages one record per request, one request in flight per topic and lane.
+    """Sends SAL messages one record per request (`send_batch`: several of one topic), one
+    request in flight per topic and lane.
 
     Every SAL event and command topic has one partition. A message is built (stamped and
     encoded) only when its turn comes, so its time stamps say when it was really sent.
@@ -282,6 +283,44 @@ class SalProducer:
             except KafkaError as exc:
                 raise SalKafkaError(f"cannot write to {topic}: {exc!r}") from exc
         return int(metadata.offset)
+
+    async def send_batch(
+        self, topic: str, messages: Sequence[tuple[bytes | None, MessageBuilder]], *, lane: int = 0
+    ) -> None:
+        """Build several messages of one topic when their turn comes and write them together:
+        one request per batch that fits the producer's ``max_batch_size``, not one each.
+
+        For many writers of one topic at once (the simulation's ESS heartbeats: 900 CSCs at a
+        1,000-CSC site, 1 Hz each, which one request each would make tansu's busiest work).
+        Readers see the same records either way: each has its own key, value and time stamp.
+
+        Raises
+        ------
+        SalKafkaError
+            As `send`.
+        """
+        if not messages:
+            return
+        lane %= len(self._producers)
+        producer = self._producers[lane]
+        turn = (lane if self._overlapping(topic) else -1, topic)
+        lock = self._locks.get(turn)
+        if lock is None:
+            lock = self._locks[turn] = asyncio.Lock()
+        async with lock:
+            try:
+                sent: list[asyncio.Future[Any]] = []
+                batch = producer.create_batch()
+                for key, build in messages:
+                    value, timestamp_ms = build()
+                    if batch.append(key=key, value=value, timestamp=timestamp_ms) is None:
+                        sent.append(await producer.send_batch(batch, topic, partition=0))
+                        batch = producer.create_batch()
+                        batch.append(key=key, value=value, timestamp=timestamp_ms)
+                sent.append(await producer.send_batch(batch, topic, partition=0))
+                await asyncio.gather(*sent)
+            except KafkaError as exc:
+                raise SalKafkaError(f"cannot write to {topic}: {exc!r}") from exc
 
 
 @dataclass
