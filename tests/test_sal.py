@@ -199,7 +199,9 @@ async def test_the_cscs_of_one_component_beat_together_each_as_itself(
 
 
 async def test_send_batch_writes_each_message_once_in_order(tansu_broker: TansuBroker) -> None:
-    """More messages than fit one request (16 KiB): split, none lost, none twice, in order."""
+    """More messages than fit one request (16 KiB): split, none lost, none twice, in order; and
+    the partition's end offset is right after it (tansu's is wrong after a multi-record batch
+    until a single-record write)."""
     settings = KafkaSettings(bootstrap_servers=tansu_broker.bootstrap_servers)
     topic = f"lsst.sal.Batch{next(_serial)}.logevent_heartbeat"
     producer = await SalProducer.start(settings)
@@ -217,6 +219,13 @@ async def test_send_batch_writes_each_message_once_in_order(tansu_broker: TansuB
         await producer.send_batch(topic, [(f"k{n}".encode(), builder(n)) for n in range(300)])
     finally:
         await producer.stop()
+    consumer = AIOKafkaConsumer(bootstrap_servers=tansu_broker.bootstrap_servers)
+    await consumer.start()
+    try:
+        partition = TopicPartition(topic, 0)
+        assert (await consumer.end_offsets([partition]))[partition] == 301
+    finally:
+        await consumer.stop()
     records = (await read_topic(tansu_broker, topic))[1:]
     assert built == [-1, *range(300)]
     assert [r.key for r in records] == [f"k{n}".encode() for n in range(300)]

@@ -1,8 +1,9 @@
 """Kafka plumbing shared by the SAL client and the simulated CSCs.
 
 - `KafkaSettings`: where the brokers are and how to authenticate (SASL passthrough).
-- `SalProducer`: one record per request and one request in flight per topic-partition, so that
-  end offsets stay right on tansu (test-servers.md, quirk 2) and order is kept per partition.
+- `SalProducer`: one record per request (or a batch, then its last record alone) and one
+  request in flight per topic-partition, so that end offsets stay right on tansu
+  (test-servers.md, quirk 2) and order is kept per partition.
 - `PartitionFeed`: one consumer whose manual assignment grows and shrinks while it reads, so
   that one consumer can serve many CSCs without consumer-group joins.
 
@@ -293,6 +294,10 @@ class SalProducer:
         For many writers of one topic at once (the simulation's ESS heartbeats: 900 CSCs at a
         1,000-CSC site, 1 Hz each, which one request each would make tansu's busiest work).
         Readers see the same records either way: each has its own key, value and time stamp.
+        The last message goes in a request of its own: after a multi-record batch tansu
+        answers a wrong end offset until the next single-record write (test-servers.md,
+        quirk 2), and readers bounded by the end offset (lag, the latest heartbeats) would
+        miss the batch's tail.
 
         Raises
         ------
@@ -311,8 +316,12 @@ class SalProducer:
             try:
                 sent: list[asyncio.Future[Any]] = []
                 batch = producer.create_batch()
-                for key, build in messages:
+                for position, (key, build) in enumerate(messages):
                     value, timestamp_ms = build()
+                    last = position == len(messages) - 1
+                    if batch.record_count() and last:
+                        sent.append(await producer.send_batch(batch, topic, partition=0))
+                        batch = producer.create_batch()
                     if batch.append(key=key, value=value, timestamp=timestamp_ms) is None:
                         sent.append(await producer.send_batch(batch, topic, partition=0))
                         batch = producer.create_batch()
