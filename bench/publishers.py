@@ -38,7 +38,7 @@ from sim.sal_schemas import GENERIC_TOPICS, avro_schema, indexed_components
 __all__ = ["HEARTBEAT_BACKLOG", "backfill_heartbeats", "fleet", "synthetic"]
 
 #: Old heartbeats written to each heartbeat topic first: more than the SAL client reads back at
-#: first (`clients.sal.history.FIRST_WINDOW`, 256 records), as any topic at a site holds.
+#: first (`clients.sal.history.FIRST_WINDOW`, 32 records), as any topic at a site holds.
 HEARTBEAT_BACKLOG = 320
 _BATCH_BYTES = 256 * 1024
 _STATE = "logevent_summaryState"

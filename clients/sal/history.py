@@ -22,8 +22,11 @@ from clients.sal.errors import SalKafkaError
 
 __all__ = ["FIRST_WINDOW", "LatestRecords", "read_latest", "read_ranges"]
 
-#: Records read from each partition's end at first; each further window is four times larger.
-FIRST_WINDOW = 256
+#: Records read from each partition's end at first (at least four per wanted index); each
+#: further window is four times larger. A CSC's latest summaryState and its heartbeats within a
+#: liveness window are among its component's last few records per index: reading 256 from
+#: each of the 250 heartbeat topics of 1,000 CSCs (250 x 4) took 2.3 s, 32 took 0.9 s.
+FIRST_WINDOW = 32
 _GROWTH = 4
 
 Record: TypeAlias = "ConsumerRecord[bytes, bytes]"
