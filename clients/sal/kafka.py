@@ -255,6 +255,14 @@ class SalProducer:
         """Look topics up again before use (they may have been deleted and made again)."""
         self._prepared.clear()
 
+    def _turn(self, topic: str, lane: int) -> asyncio.Lock:
+        """Held while writing ``topic`` from ``lane``: lanes take turns unless it may overlap."""
+        turn = (lane if self._overlapping(topic) else -1, topic)
+        lock = self._locks.get(turn)
+        if lock is None:
+            lock = self._locks[turn] = asyncio.Lock()
+        return lock
+
     async def send(
         self, topic: str, key: bytes | None, build: MessageBuilder, *, lane: int = 0
     ) -> int:
@@ -271,11 +279,7 @@ class SalProducer:
             The broker refused or could not be reached (for example, the topic does not exist).
         """
         lane %= len(self._producers)
-        turn = (lane if self._overlapping(topic) else -1, topic)
-        lock = self._locks.get(turn)
-        if lock is None:
-            lock = self._locks[turn] = asyncio.Lock()
-        async with lock:
+        async with self._turn(topic, lane):
             value, timestamp_ms = build()
             try:
                 metadata = await self._producers[lane].send_and_wait(
@@ -308,11 +312,7 @@ class SalProducer:
             return
         lane %= len(self._producers)
         producer = self._producers[lane]
-        turn = (lane if self._overlapping(topic) else -1, topic)
-        lock = self._locks.get(turn)
-        if lock is None:
-            lock = self._locks[turn] = asyncio.Lock()
-        async with lock:
+        async with self._turn(topic, lane):
             try:
                 sent: list[asyncio.Future[Any]] = []
                 batch = producer.create_batch()
