@@ -381,16 +381,18 @@ async def test_every_final_ack_has_its_error(
 
 
 async def test_in_progress_extends_the_wait(launch: Launcher, sal_client: SalClient) -> None:
+    """An IN_PROGRESS ack extends a command's wait past its timeout. The timeouts leave a busy
+    CI machine a second for the first ack (0.2 s was once too short with two test workers)."""
     name = fresh("Slow")
-    await launch(name, behaviour=CscBehaviour(in_progress_s=0.6))
+    await launch(name, behaviour=CscBehaviour(in_progress_s=2.0))
     started = time.monotonic()
-    ack = await sal_client.command(name, "start", timeout_s=0.3)
+    ack = await sal_client.command(name, "start", timeout_s=1.0)
     assert ack.ok
-    assert time.monotonic() - started >= 0.6
+    assert time.monotonic() - started >= 2.0
 
     waiting = CscName(name="Test", index=6000 + next(_serial))
     await launch(waiting)
-    ack = await sal_client.command(waiting, "wait", {"duration": 0.5}, timeout_s=0.2)
+    ack = await sal_client.command(waiting, "wait", {"duration": 2.0}, timeout_s=1.0)
     assert ack.ok
     assert ack.cmdtype == 11  # Test's wait, as recorded from salobj
 
