@@ -525,6 +525,29 @@ async def test_never_reports_offline_is_confirmed_by_silence(
     assert (str(name), False, "") in csc_fleet.exits
 
 
+async def test_a_board_reading_behind_takes_no_csc_for_gone(
+    launch: Launcher, csc_fleet: FleetUnderTest, sal_client: SalClient
+) -> None:
+    """A board's feed can fall behind (a busy broker or process): heartbeats seem to stop where
+    they have not. Neither a wait for silence nor a transition to OFFLINE may take that for a
+    CSC that is gone; both read the topic's end first."""
+    name = fresh("Behind")
+    await launch(name)
+    async with sal_client.state_board([name]) as board:
+        await board.wait_for(State.STANDBY, [name], deadline_s=5)
+        board._feed.pause()  # the feed reads behind: nothing new arrives
+        await asyncio.sleep(WINDOW_S * 1.5)
+        assert not board.status(name).alive(WINDOW_S)  # the feed alone says "gone"
+        with pytest.raises(StateWaitTimeout):
+            await board.wait_for(gone(WINDOW_S), [name], deadline_s=0.5)
+        await asyncio.sleep(WINDOW_S * 1.5)
+        acks = await sal_client.set_summary_state(
+            name, State.OFFLINE, board=board, timeout_s=5, heartbeat_window_s=WINDOW_S
+        )
+    assert [a.command for a in acks] == ["exitControl"]
+    assert name not in csc_fleet.fleet.running
+
+
 # --- Schema registration ----------------------------------------------------------------------
 
 

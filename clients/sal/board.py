@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
@@ -44,10 +44,16 @@ _MISSING_RECHECK_S = 0.5
 
 @dataclass(frozen=True)
 class Condition:
-    """A test of one CSC's status, with the words a timeout message uses for it."""
+    """A test of one CSC's status, with the words a timeout message uses for it.
+
+    ``silence_s`` is set for a condition that a CSC can meet by silence alone (no heartbeat
+    for that long): `StateBoard.wait_for` then confirms the silence from the topics' ends, as
+    a board that reads behind would see silence where there is none.
+    """
 
     description: str
     test: Callable[[CscStatus], bool]
+    silence_s: float | None = None
 
     def __call__(self, status: CscStatus) -> bool:
         return self.test(status)
@@ -67,7 +73,11 @@ def alive(window_s: float) -> Condition:
 
 def gone(window_s: float) -> Condition:
     """No heartbeat within the last ``window_s`` seconds: the CSC's process is not running."""
-    return Condition(f"gone (no heartbeat for {window_s:g} s)", lambda s: not s.alive(window_s))
+    return Condition(
+        f"gone (no heartbeat for {window_s:g} s)",
+        lambda s: not s.alive(window_s),
+        silence_s=window_s,
+    )
 
 
 def offline(window_s: float) -> Condition:
@@ -75,6 +85,7 @@ def offline(window_s: float) -> Condition:
     return Condition(
         f"OFFLINE or gone (no heartbeat for {window_s:g} s)",
         lambda s: s.state is State.OFFLINE or not s.alive(window_s),
+        silence_s=window_s,
     )
 
 
@@ -179,25 +190,68 @@ class StateBoard:
                 for s in ("summaryState", "heartbeat")
             }
         )
+        await self._read_tails(ready, heartbeats_since_s=_HEARTBEAT_HISTORY_S, states=True)
+
+    async def _read_tails(
+        self,
+        names: set[str],
+        *,
+        heartbeats_since_s: float,
+        states: bool,
+        wanted: Mapping[str, frozenset[int]] | None = None,
+    ) -> None:
+        """Note what the components' topics hold now, read from their ends: the heartbeats of
+        the last ``heartbeats_since_s`` and, with ``states``, the latest summaryStates.
+        ``wanted`` narrows the heartbeats read to some indices of each component."""
         consumer = self._client.kafka.consumer(fetch_max_wait_ms=500)
         await start_consumer(consumer)
         try:
-            states = await read_latest(
-                consumer, {self._topic(n, "summaryState"): None for n in ready}
+            latest_states = (
+                await read_latest(consumer, {self._topic(n, "summaryState"): None for n in names})
+                if states
+                else {}
             )
             beats = await read_latest(
                 consumer,
-                {self._topic(n, "heartbeat"): None for n in ready},
-                not_before_ms=int((time.time() - _HEARTBEAT_HISTORY_S) * 1000),
+                {
+                    self._topic(n, "heartbeat"): None if wanted is None else wanted.get(n)
+                    for n in names
+                },
+                not_before_ms=int((time.time() - heartbeats_since_s) * 1000),
             )
         finally:
             await consumer.stop()
         for by_index in beats.values():
             for record in by_index.values():
                 self._note_heartbeat(record)
-        records = [r for by_index in states.values() for r in by_index.values()]
+        records = [r for by_index in latest_states.values() for r in by_index.values()]
         await asyncio.gather(*(self._note_state(r) for r in records))
         self._changed.set()
+
+    async def confirm_silence(self, cscs: Iterable[CscName], window_s: float) -> None:
+        """Read these CSCs' newest heartbeats from the topics' ends, beside the live feed.
+
+        The board's feed can read behind (a busy broker or process): a CSC whose heartbeats
+        seem to have stopped may only be unread. After this, a CSC silent on the board for
+        ``window_s`` was silent in Kafka too, as of now.
+
+        Raises
+        ------
+        SalKafkaError, SalSchemaError, SalDecodeError
+            As `start`.
+        """
+        wanted: dict[str, set[int]] = {}
+        for csc in cscs:
+            wanted.setdefault(csc.name, set()).add(csc.index)
+        if not wanted:
+            return
+        await self._read_tails(
+            set(wanted),
+            # A heartbeat older than the window changes nothing; a little more for the clocks.
+            heartbeats_since_s=window_s + 1.0,
+            states=False,
+            wanted={name: frozenset(indices) for name, indices in wanted.items()},
+        )
 
     async def _look_for_missing(self) -> None:
         while self._missing:
@@ -299,6 +353,13 @@ class StateBoard:
             self._changed.clear()
             statuses = self.statuses(cscs)
             short = {csc: s for csc, s in statuses.items() if not test(s)}
+            if not short and test.silence_s is not None:
+                silent = [csc for csc, s in statuses.items() if not s.alive(test.silence_s)]
+                if silent:
+                    # Silence on the board may only be a feed reading behind: confirm it.
+                    await self.confirm_silence(silent, test.silence_s)
+                    statuses = self.statuses(cscs)
+                    short = {csc: s for csc, s in statuses.items() if not test(s)}
             if not short:
                 return statuses
             left = deadline - time.monotonic()

@@ -614,6 +614,10 @@ class SalClient:
         acks: list[AckResult] = []
         while True:
             status = board.status(csc)
+            if status.state is not None and not status.alive(window_s):
+                # Gone, or only unread by a board reading behind: the topic's end says which.
+                await board.confirm_silence([csc], window_s)
+                status = board.status(csc)
             if status.state is None:
                 raise TransitionError(f"{csc} has never reported a summary state: is it running?")
             if status.state is target:
