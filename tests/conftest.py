@@ -29,12 +29,16 @@ if TYPE_CHECKING:
     from sim.csc import CscFleet
     from sim.registry import SchemaRegistryState
     from sim.writelog import WriteLog
+    from tests.prefect_server import SessionPrefectServer
 
 REPO = Path(__file__).resolve().parents[1]
 SITES = REPO / "deployments" / "sites"
 # CI lays shared/ beside the checkout; tests that need its reference files skip without it.
 SHARED = REPO.parent / "shared"
 REFERENCE = SHARED / "reference"
+
+
+_SERVER_KEY = pytest.StashKey["SessionPrefectServer"]()
 
 
 def needs_reference() -> pytest.MarkDecorator:
@@ -44,14 +48,51 @@ def needs_reference() -> pytest.MarkDecorator:
     )
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """With xdist, the controlling process starts the session's Prefect server at once, for
+    every worker (`tests.prefect_server`); the workers inherit its URL."""
+    from tests.prefect_server import SHARED_API_ENV, SessionPrefectServer
+
+    if os.environ.get("PYTEST_XDIST_WORKER") or SHARED_API_ENV in os.environ:
+        return
+    if not getattr(config.option, "numprocesses", None):
+        return  # one process: the fixture starts a server when a test first needs one
+    server = SessionPrefectServer()
+    server.launch()
+    os.environ[SHARED_API_ENV] = server.api_url
+    config.stash[_SERVER_KEY] = server
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    server = config.stash.get(_SERVER_KEY, None)
+    if server is not None:
+        server.stop()
+
+
 @pytest.fixture(scope="session")
 def prefect_server() -> Iterator[None]:
-    """A Prefect server for the whole session; started only by the tests that need one."""
-    from prefect.testing.utilities import prefect_test_harness
+    """The session's Prefect server (the one the xdist controller started, or one of this
+    process's own), as the API of every flow run; started only by the tests that need one."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    # ~12 s on an idle machine; a loaded one has taken 80 s.
-    with prefect_test_harness(server_startup_timeout=240):
-        yield
+    from tests.prefect_server import SHARED_API_ENV, SessionPrefectServer, wait_for_api
+
+    own: SessionPrefectServer | None = None
+    api_url = os.environ.get(SHARED_API_ENV)
+    if api_url is not None:
+        wait_for_api(api_url)
+    else:
+        own = SessionPrefectServer()
+        own.launch()
+        api_url = own.api_url
+    try:
+        if own is not None:
+            own.wait()
+        with temporary_settings(updates={PREFECT_API_URL: api_url}):
+            yield
+    finally:
+        if own is not None:
+            own.stop()
 
 
 @pytest.fixture(scope="session")
