@@ -411,6 +411,20 @@ def backlog_left(start: LagReport, now: LagReport) -> int:
 async def _wait_for_lag_drained(run: UpgradeRun, step: StepHandle, table: str) -> None:
     site = run.site
     prefixes = (site.telegraf.group_prefix, site.love_producers.group_prefix)
+    if run.dry_run:
+        # Nothing was stopped: the lag now is what the plan can show, once.
+        reports = await consumer_lags(prefixes)
+        run.journal.planned(
+            "Wait until "
+            + " and ".join(f"{p}*" for p in prefixes)
+            + f" have read what the topics hold (up to {site.timeouts.lag_drain_s:.0f} s, "
+            "then ask the operator)"
+        )
+        await run.table(table, _lag_rows(reports))
+        step.note(
+            ", ".join(f"{p}* lag now {r.total_lag}" for p, r in zip(prefixes, reports, strict=True))
+        )
+        return
     deadline = anyio.current_time() + site.timeouts.lag_drain_s
     start = await consumer_lags(prefixes)
     delays = poll_delays(site.timeouts.poll_s)

@@ -55,6 +55,10 @@ async def test_a_dry_run_changes_nothing_and_plans_the_procedure_in_order(
     assert scripts[1].startswith("Run set_summary_state.py on ScriptQueue:1")
     assert "[['ScriptQueue:3', 'OFFLINE'], ['ScriptQueue:2', 'OFFLINE'], " in scripts[1]
     assert "'mute_alarms': False" in scripts[1]
+    # The lag is drained before the CSC Jobs go (waited for only in a real run).
+    drain = next(i for i, p in enumerate(plan) if p.startswith("Wait until telegraf-kafka"))
+    cleanup = next(i for i, p in enumerate(plan) if p.startswith("Delete the CSC Jobs"))
+    assert drain < cleanup, plan
     # Every gate is in the plan, and the registry goes to NONE before the first sync.
     gates = [p for p in plan if p.startswith("Sign-off: ")]
     assert len(gates) == 9  # the Summit asks at nine; the test stands at two
