@@ -11,18 +11,20 @@ import struct
 from io import BytesIO
 from typing import Any
 
+import pytest
 from aiokafka.protocol.fetch import FetchRequest_v11, FetchResponse_v11
 from aiokafka.protocol.metadata import MetadataRequest_v5, MetadataResponse_v5
 from aiokafka.protocol.offset import OffsetRequest_v3, OffsetResponse_v3
 from aiokafka.protocol.types import Schema
 
-import clients.sal.kafka  # noqa: F401 (installs the Fetch v11 decoder)
+import clients.sal.kafka  # noqa: F401 (installs the Fetch v11 codecs)
 from clients.kafkawire import (
     AllCommittedOffsets,
     AllTopicsMetadata,
     FetchResponseV11,
     LatestOffsets,
     OffsetFetchResponseV8,
+    encode_fetch_request_v11,
 )
 
 _METADATA_V5 = {3: (0, 12)}
@@ -154,3 +156,33 @@ def test_fetch_v11_decodes_as_aiokafka_does_and_is_installed() -> None:
     )
     # What aiokafka's consumers use once the SAL Kafka layer is imported.
     assert FetchRequest_v11.RESPONSE_TYPE is FetchResponseV11
+
+
+@pytest.mark.parametrize(
+    ("topics", "forgotten", "rack"),
+    [
+        # What a consumer's fetcher builds: many topics, a partition or a few each.
+        (
+            [
+                (f"lsst.sal.ESS.command_t{n}", [(p, -1, 10**10 + p, -1, 1048576) for p in range(3)])
+                for n in range(50)
+            ],
+            [],
+            "",
+        ),
+        # The edges of the format: unicode names, null arrays and strings, negative numbers.
+        ([("é" * 130, []), ("t", None)], [("gone", [0, 5]), ("x", None)], None),
+        (None, None, "rack-1"),
+    ],
+)
+def test_fetch_v11_requests_are_written_as_aiokafka_writes_them(
+    topics: Any, forgotten: Any, rack: str | None
+) -> None:
+    request = FetchRequest_v11(-1, 100, 1, 52428800, 0, 0, -1, topics, forgotten, rack)
+    generic = FetchRequest_v11.SCHEMA.encode(
+        [request.__dict__[name] for name in FetchRequest_v11.SCHEMA.names]
+    )
+    assert encode_fetch_request_v11(request) == generic
+    # What aiokafka's consumers use once the SAL Kafka layer is imported.
+    assert request.encode() == generic
+    assert FetchRequest_v11.encode is encode_fetch_request_v11
