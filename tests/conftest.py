@@ -63,6 +63,27 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_SERVER_KEY] = server
 
 
+#: The longest test files (each minutes, mostly whole flow runs), first: xdist hands out whole
+#: files in collection order, so a long one started last leaves the other worker idle at the end.
+_LONGEST_FIRST = (
+    "test_full_upgrade.py",
+    "test_faults.py",
+    "test_scriptqueue.py",
+    "test_deployments.py",
+    "test_breaking_schema.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The longest files first; within a file, and for the rest, the order is kept."""
+
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return _LONGEST_FIRST.index(name) if name in _LONGEST_FIRST else len(_LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     server = config.stash.get(_SERVER_KEY, None)
     if server is not None:
