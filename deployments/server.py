@@ -19,7 +19,7 @@ from typing import Self
 
 import httpx
 
-__all__ = ["LocalPrefectServer", "PrefectServerError"]
+__all__ = ["LocalPrefectServer", "PrefectServerError", "free_port", "log_tail"]
 
 
 class PrefectServerError(RuntimeError):
@@ -31,6 +31,15 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def log_tail(log: Path, lines: int = 15) -> str:
+    """The last ``lines`` lines of a server's output file, for an error message."""
+    try:
+        text = log.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return "(no output)"
+    return "\n".join(text.splitlines()[-lines:]) or "(no output)"
 
 
 class LocalPrefectServer:
@@ -131,12 +140,8 @@ class LocalPrefectServer:
             f"{self._tail()}"
         )
 
-    def _tail(self, lines: int = 15) -> str:
-        try:
-            text = self._log.read_text(encoding="utf-8", errors="replace")
-        except OSError:
-            return "(no output)"
-        return "\n".join(text.splitlines()[-lines:]) or "(no output)"
+    def _tail(self) -> str:
+        return log_tail(self._log)
 
     async def stop(self, grace_s: float = 10.0) -> None:
         """Stop the server and every process it started."""

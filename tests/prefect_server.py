@@ -20,7 +20,6 @@ import ctypes.util
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,6 +27,8 @@ import time
 from pathlib import Path
 
 import httpx
+
+from deployments.server import free_port, log_tail
 
 __all__ = ["SHARED_API_ENV", "SessionPrefectServer", "wait_for_api"]
 
@@ -43,9 +44,7 @@ class SessionPrefectServer:
 
     def __init__(self) -> None:
         self.home = Path(tempfile.mkdtemp(prefix="rubin-upgrade-tests-prefect-"))
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port: int = sock.getsockname()[1]
+        self.port = free_port()
         self.api_url = f"http://127.0.0.1:{self.port}/api"
         self._log = self.home / "server.log"
         self._process: subprocess.Popen[bytes] | None = None
@@ -145,7 +144,7 @@ def wait_for_api(
         while time.monotonic() < deadline:
             if process is not None and process.poll() is not None:
                 raise RuntimeError(
-                    f"the test Prefect server exited with {process.returncode}: {_tail(log)}"
+                    f"the test Prefect server exited with {process.returncode}: {_output(log)}"
                 )
             with contextlib.suppress(httpx.HTTPError):
                 if client.get(f"{api_url}/health").status_code == httpx.codes.OK:
@@ -153,15 +152,9 @@ def wait_for_api(
             time.sleep(0.25)
     raise RuntimeError(
         f"the test Prefect server at {api_url} did not answer within {timeout_s:.0f} s: "
-        f"{_tail(log)}"
+        f"{_output(log)}"
     )
 
 
-def _tail(log: Path | None, lines: int = 15) -> str:
-    if log is None:
-        return "(its output is with the process that started it)"
-    try:
-        text = log.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return "(no output)"
-    return "\n".join(text.splitlines()[-lines:]) or "(no output)"
+def _output(log: Path | None) -> str:
+    return "(its output is with the process that started it)" if log is None else log_tail(log)
