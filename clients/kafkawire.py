@@ -1,4 +1,4 @@
-"""Hand-written codecs for the three large messages of a consumer-lag measurement.
+"""Hand-written codecs for Kafka's large messages: a consumer-lag measurement's, and fetches.
 
 A lag measurement at Summit scale moves three large messages:
 
@@ -22,6 +22,10 @@ Each codec is pinned to one version of its API:
 
 A broker without that version makes `Request.prepare` raise (``NotImplementedError`` or
 ``IncompatibleBrokerVersion``). The caller then falls back to aiokafka's negotiated requests.
+
+`install_codecs` also gives every aiokafka client in the process the Metadata v5 decoder and a
+Fetch v11 codec (`FetchResponseV11`, `encode_fetch_request_v11`): each consumer fetches many
+times a second, and each client's bootstrap asks for metadata.
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ __all__ = [
     "LatestOffsets",
     "OffsetFetchResponseV8",
     "encode_fetch_request_v11",
-    "install_fetch_codecs",
+    "install_codecs",
 ]
 
 _INT16 = struct.Struct(">h")
@@ -259,7 +263,7 @@ class FetchResponseV11(FetchResponse_v11):  # type: ignore[misc]
     A consumer reading a few hundred partitions (the simulated CSCs' commands, an ack or
     state feed) gets an answer per fetch wait with an entry for each partition, most of them
     empty; aiokafka's decoder spent about as long on those entries as on everything else the
-    fetch does. `install_fetch_codecs` makes aiokafka use this one."""
+    fetch does. `install_codecs` makes aiokafka use this one."""
 
     @classmethod
     def decode(cls, data: BytesIO | bytes) -> Self:
@@ -374,13 +378,19 @@ def encode_fetch_request_v11(request: FetchRequest_v11) -> bytes:
     return b"".join(out)
 
 
-def install_fetch_codecs() -> None:
-    """Make aiokafka decode Fetch v11 answers with `FetchResponseV11`, and write Fetch v11
-    requests with `encode_fetch_request_v11`, in this process.
+def install_codecs() -> None:
+    """Make aiokafka use these codecs for what every client sends, in this process: Fetch v11
+    answers (`FetchResponseV11`) and requests (`encode_fetch_request_v11`), and Metadata v5
+    answers.
 
-    Both give the same objects and bytes as aiokafka's own (the tests compare them). Nothing
-    changes if this aiokafka pairs Fetch v11 with another answer class than the one
-    `FetchResponseV11` was written for, or its request has other fields."""
+    Metadata matters because tansu answers a request for no topics, which every client's
+    bootstrap sends, with every topic (test-servers.md does not list this quirk): ~950 topics
+    at the simulated Summit, 40 ms each by aiokafka's generic decoder.
+
+    Each gives the same objects and bytes as aiokafka's own (the tests compare them). Nothing
+    changes for an API whose aiokafka class is not the one its codec was written for."""
+    if MetadataRequest_v5.RESPONSE_TYPE is MetadataResponse_v5:
+        MetadataRequest_v5.RESPONSE_TYPE = _MetadataResponseV5
     if FetchRequest_v11.RESPONSE_TYPE is FetchResponse_v11:
         FetchRequest_v11.RESPONSE_TYPE = FetchResponseV11
     if tuple(FetchRequest_v11.SCHEMA.names) == _FETCH_REQUEST_FIELDS:

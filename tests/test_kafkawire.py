@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 from aiokafka.protocol.fetch import FetchRequest_v11, FetchResponse_v11
-from aiokafka.protocol.metadata import MetadataRequest_v5, MetadataResponse_v5
+from aiokafka.protocol.metadata import MetadataRequest, MetadataRequest_v5, MetadataResponse_v5
 from aiokafka.protocol.offset import OffsetRequest_v3, OffsetResponse_v3
 from aiokafka.protocol.types import Schema
 
-import clients.sal.kafka  # noqa: F401 (installs the Fetch v11 codecs)
+import clients.sal.kafka  # noqa: F401 (installs the Fetch v11 and Metadata v5 codecs)
 from clients.kafkawire import (
     AllCommittedOffsets,
     AllTopicsMetadata,
@@ -58,6 +58,8 @@ def test_metadata_v5_decodes_as_aiokafka_does() -> None:
         ours.topics,
     )
     assert ours.topics[-1][1] == "é" * 130
+    # What every aiokafka client's metadata requests use once the SAL Kafka layer is imported.
+    assert MetadataRequest([]).prepare(_METADATA_V5).RESPONSE_TYPE is type(ours)
 
 
 def test_metadata_request_asks_for_every_topic() -> None:

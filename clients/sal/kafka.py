@@ -7,8 +7,8 @@
 - `PartitionFeed`: one consumer whose manual assignment grows and shrinks while it reads, so
   that one consumer can serve many CSCs without consumer-group joins.
 
-Importing this module makes aiokafka decode fetch answers with
-`clients.kafkawire.FetchResponseV11` in this process (`install_fetch_codecs`).
+Importing this module makes aiokafka use `clients.kafkawire`'s codecs for Fetch and Metadata
+in this process (`install_codecs`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError, KafkaTimeoutError
 
-from clients.kafkawire import install_fetch_codecs
+from clients.kafkawire import install_codecs
 from clients.sal.errors import SalKafkaError
 
 __all__ = [
@@ -42,7 +42,7 @@ __all__ = [
 
 _logger = logging.getLogger(__name__)
 
-install_fetch_codecs()
+install_codecs()
 
 #: A broker too busy to answer an offsets request in time (10 s each) is asked again, so long.
 _OFFSETS_ATTEMPTS = 3
