@@ -8,12 +8,11 @@ on the network or with a 5xx answer are retried a few times; 4xx answers never a
 from __future__ import annotations
 
 import asyncio
-import copy
 import json
 import logging
 from enum import StrEnum
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self, TypeVar, cast
 from urllib.parse import quote
 
 import httpx
@@ -160,8 +159,10 @@ class SchemaRegistryClient:
         self._http = http_client or httpx.AsyncClient(timeout=timeout_s)
         self._retries = max(retries, 0)
         self._retry_delay_s = retry_delay_s
-        # Schema ids never change meaning, so what was fetched once is good for ever.
-        self._schemas_by_id: dict[int, dict[str, Any]] = {}
+        # Schema ids never change meaning, so what was fetched once is good for ever. The text
+        # is kept: each caller gets a dict of its own, and parsing it again is cheaper than a
+        # deep copy.
+        self._schemas_by_id: dict[int, str] = {}
 
     async def aclose(self) -> None:
         """Close the HTTP client if this object created it."""
@@ -262,11 +263,12 @@ class SchemaRegistryClient:
             The registry could not be reached.
         """
         cached = self._schemas_by_id.get(schema_id)
-        if cached is None:
-            body = await self._request("GET", f"/schemas/ids/{schema_id}")
-            cached = _schema_dict(_parse(_SchemaBody, body))
-            self._schemas_by_id[schema_id] = cached
-        return copy.deepcopy(cached)
+        if cached is not None:
+            return cast("dict[str, Any]", json.loads(cached))
+        body = _parse(_SchemaBody, await self._request("GET", f"/schemas/ids/{schema_id}"))
+        schema = _schema_dict(body)
+        self._schemas_by_id[schema_id] = body.schema_text
+        return schema
 
     async def get_latest(self, subject: str) -> RegisteredSchema:
         """The newest version of ``subject``.
@@ -285,7 +287,7 @@ class SchemaRegistryClient:
         body = await self._request("GET", f"/subjects/{_quote(subject)}/versions/latest")
         version = _parse(_VersionBody, body)
         schema = _schema_dict(version)
-        self._schemas_by_id.setdefault(version.schema_id, copy.deepcopy(schema))
+        self._schemas_by_id.setdefault(version.schema_id, version.schema_text)
         return RegisteredSchema(
             subject=version.subject,
             version=version.version,
