@@ -31,6 +31,7 @@ from bench.layouts import HEARTBEAT_PERIOD_S, LAYOUTS, path, synthetic_names
 from blocks.site import CscName, load_site_file
 from clients.registry import SchemaRegistryClient
 from clients.sal.codec import TopicWriter, message_key, private_stamps, topic_name, value_subject
+from clients.sal.history import FIRST_WINDOW
 from clients.sal.kafka import KafkaSettings, SalProducer, heartbeat_topic
 from sim.csc import CscFleet
 from sim.sal_schemas import GENERIC_TOPICS, avro_schema, indexed_components
@@ -56,9 +57,14 @@ async def backfill_heartbeats(
     """Write ``depth`` heartbeats to each component's heartbeat topic, one second apart per
     CSC and ending a second ago, with the schema registered for the topic.
 
-    They go in multi-record batches; tansu's end offset is right again after the next
-    single-record write (test-servers.md, quirk 2), which the live heartbeats make. ``writers``
-    (by component) spare asking the registry for the schemas.
+    At a site each heartbeat is a record batch of its own (salobj writes one a second per CSC),
+    and a fetch answers with whole batches. So the newest records, those a reader of the tail
+    asks for (`tail_depth`), are written as single-record batches, a round of one per topic at
+    a time; only the older ones go in multi-record batches, which are quicker to write. Written
+    all in big batches, a read of the last 32 records would get the whole history of each
+    topic (~37 KB) and cost its reader 10 times more than at a site. tansu's end offset is right
+    after a single-record write (test-servers.md, quirk 2). ``writers`` (by component) spare
+    asking the registry for the schemas.
     """
     by_component: dict[str, list[CscName]] = {}
     for name in names:
@@ -66,6 +72,7 @@ async def backfill_heartbeats(
     producer = kafka.producer(max_batch_size=_BATCH_BYTES)
     await producer.start()
     limit = asyncio.Semaphore(16)
+    tails: dict[str, list[tuple[int, bytes, bytes]]] = {}
 
     async def fill(schema_registry: SchemaRegistryClient, component: str) -> None:
         cscs = by_component[component]
@@ -75,30 +82,67 @@ async def backfill_heartbeats(
             if writer is None:
                 latest = await schema_registry.get_latest(value_subject(topic))
                 writer = TopicWriter.create(topic, latest.schema_id, latest.avro_schema)
-            # One encoded value per CSC: readers of the tail look at keys and timestamps.
-            values = []
-            for csc in cscs:
-                fields: dict[str, object] = {**private_stamps(), "private_identity": str(csc)}
-                if csc.index:
-                    fields["salIndex"] = csc.index
-                values.append((message_key(csc, _HEARTBEAT), writer.encode(fields)[1]))
-            newest_ms = int((time.time() - HEARTBEAT_PERIOD_S) * 1000)
-            period_ms = int(HEARTBEAT_PERIOD_S * 1000)
+            records = _heartbeats(cscs, writer, depth)
+            split = max(depth - tail_depth(len(cscs)), 0)
+            tails[topic] = records[split:]
             batch = producer.create_batch()
-            for n in range(depth):
-                key, value = values[n % len(values)]
-                stamp = newest_ms - (depth - 1 - n) // len(values) * period_ms
+            for stamp, key, value in records[:split]:
                 if batch.append(timestamp=stamp, key=key, value=value) is None:
                     await (await producer.send_batch(batch, topic, partition=0))
                     batch = producer.create_batch()
                     batch.append(timestamp=stamp, key=key, value=value)
-            await (await producer.send_batch(batch, topic, partition=0))
+            if batch.record_count():
+                await (await producer.send_batch(batch, topic, partition=0))
+
+    async def single(topic: str, record: tuple[int, bytes, bytes]) -> None:
+        batch = producer.create_batch()
+        batch.append(timestamp=record[0], key=record[1], value=record[2])
+        await (await producer.send_batch(batch, topic, partition=0))
 
     try:
         async with SchemaRegistryClient(registry_url) as schema_registry:
             await asyncio.gather(*(fill(schema_registry, c) for c in by_component))
+        # A round writes one record to every topic: aiokafka sends a round in a request or a
+        # few, and each topic's records stay in order.
+        for round_ in range(max(map(len, tails.values()), default=0)):
+            await asyncio.gather(
+                *(
+                    single(t, records[round_])
+                    for t, records in tails.items()
+                    if round_ < len(records)
+                )
+            )
     finally:
         await producer.stop()
+
+
+def _heartbeats(
+    cscs: list[CscName], writer: TopicWriter, depth: int
+) -> list[tuple[int, bytes, bytes]]:
+    """``depth`` heartbeats (timestamp, key, value), the CSCs in turn, a second apart per CSC and
+    ending a second ago, oldest first."""
+    # One encoded value per CSC: readers of the tail look at keys and timestamps.
+    values = []
+    for csc in cscs:
+        fields: dict[str, object] = {**private_stamps(), "private_identity": str(csc)}
+        if csc.index:
+            fields["salIndex"] = csc.index
+        values.append((message_key(csc, _HEARTBEAT), writer.encode(fields)[1]))
+    newest_ms = int((time.time() - HEARTBEAT_PERIOD_S) * 1000)
+    period_ms = int(HEARTBEAT_PERIOD_S * 1000)
+    return [
+        (newest_ms - (depth - 1 - n) // len(values) * period_ms, *values[n % len(values)])
+        for n in range(depth)
+    ]
+
+
+def tail_depth(cscs: int) -> int:
+    """How many of a heartbeat topic's newest records are single-record batches: what the SAL
+    client reads first (`clients.sal.history.FIRST_WINDOW`, or 4 per CSC). Not more: tansu
+    looks for a fetch's offset through the partition's batches one by one (reading the last 32
+    records of 200 partitions takes 0.4 s at 40 batches deep and 1.6 s at 400), where Kafka
+    has an index."""
+    return max(FIRST_WINDOW, 4 * cscs)
 
 
 async def fleet(bootstrap: str, registry_url: str, site_file: str) -> None:
