@@ -69,8 +69,16 @@ _COMMITTED_HEAD = struct.Struct(">iqi")
 # A whole partition of OffsetFetch v8 in its usual form, metadata "" or null and no tagged
 # fields: partition, offset, leader epoch, metadata length + 1, error code, tag count.
 _COMMITTED_PLAIN = struct.Struct(">iqiBhB")
+# A topic of Metadata v5: error code and name length; then after the name, is-internal and the
+# partition count.
+_TOPIC_HEAD = struct.Struct(">hh")
+_TOPIC_TAIL = struct.Struct(">?i")
 # The fixed head of a partition of Metadata v5: error code, partition, leader.
 _PARTITION_HEAD = struct.Struct(">hii")
+# A whole partition of Metadata v5 in its usual form, one replica, in sync, none offline: error
+# code, partition, leader, replica count (1), replica, in-sync count (1), in-sync replica,
+# offline count (0).
+_PARTITION_PLAIN = struct.Struct(">hiiiiiii")
 
 
 # The fixed head of a partition of Fetch v11: partition, error code, high watermark, last stable
@@ -172,13 +180,24 @@ class _MetadataResponseV5(MetadataResponse_v5):  # type: ignore[misc]
         count, pos = _int32(buf, pos)
         topics = []
         for _ in range(max(count, 0)):
-            (error_code,) = _INT16.unpack_from(buf, pos)
-            name, pos = _string(buf, pos + 2)
-            is_internal = buf[pos] != 0
-            (partition_count,) = _INT32.unpack_from(buf, pos + 1)
+            error_code, length = _TOPIC_HEAD.unpack_from(buf, pos)
+            pos += 4
+            name = None
+            if length >= 0:
+                name = buf[pos : pos + length].decode()
+                pos += length
+            is_internal, partition_count = _TOPIC_TAIL.unpack_from(buf, pos)
             pos += 5
-            partitions = []
+            partitions: list[tuple[Any, ...]] = []
             for _ in range(max(partition_count, 0)):
+                if pos + _PARTITION_PLAIN.size <= len(buf):
+                    plain = _PARTITION_PLAIN.unpack_from(buf, pos)
+                    if plain[3] == 1 and plain[5] == 1 and plain[7] == 0:
+                        partitions.append(
+                            (plain[0], plain[1], plain[2], [plain[4]], [plain[6]], [])
+                        )
+                        pos += _PARTITION_PLAIN.size
+                        continue
                 part_error, partition, leader = _PARTITION_HEAD.unpack_from(buf, pos)
                 replicas, pos = _int32_array(buf, pos + 10)
                 isr, pos = _int32_array(buf, pos)

@@ -38,14 +38,19 @@ def _generic_decode(schema: Schema, data: bytes) -> tuple[object, ...]:
 
 
 def test_metadata_v5_decodes_as_aiokafka_does() -> None:
+    # Replicated partitions, and the usual form at a site's test stand: one replica, in sync.
     topics: list[Any] = [
         (0, f"lsst.sal.MTMount.logevent_t{n:04d}", False, [(0, 0, 1, [1, 2, 3], [1, 2], [])])
+        if n % 2
+        else (0, f"lsst.sal.MTMount.logevent_t{n:04d}", False, [(n % 7, n, 1, [4], [5], [])])
         for n in range(300)
     ]
     topics += [
         (3, "gone", False, []),
         (0, "__consumer_offsets", True, [(0, p, -1, [], [], [2]) for p in range(3)]),
-        (0, "é" * 130, False, [(9, 0, 2, [2], [2], [1])]),
+        (0, "é" * 130, False, [(9, 0, 2, [2], [2], [1]), (0, 1, 2, [2], [2], [])]),
+        # Shorter than the usual form, at the very end of the answer.
+        (0, "t", False, [(5, 0, -1, [], [], [])]),
     ]
     brokers = [(1, "kafka-0.example", 9092, None), (2, "kafka-1.example", 9093, "rack-b")]
     answer = MetadataResponse_v5(7, brokers, None, 2, topics).encode()
@@ -57,7 +62,7 @@ def test_metadata_v5_decodes_as_aiokafka_does() -> None:
         ours.controller_id,
         ours.topics,
     )
-    assert ours.topics[-1][1] == "é" * 130
+    assert ours.topics[-2][1] == "é" * 130
     # What every aiokafka client's metadata requests use once the SAL Kafka layer is imported.
     assert MetadataRequest([]).prepare(_METADATA_V5).RESPONSE_TYPE is type(ours)
 
