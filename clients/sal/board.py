@@ -30,7 +30,7 @@ from clients.sal.results import CscStatus
 if TYPE_CHECKING:
     from clients.sal.client import SalClient
 
-__all__ = ["Condition", "StateBoard", "alive", "gone", "in_state", "offline"]
+__all__ = ["Condition", "StateBoard", "alive", "by_component", "gone", "in_state", "offline"]
 
 _logger = logging.getLogger(__name__)
 
@@ -40,6 +40,14 @@ _RECHECK_S = 0.1
 _HEARTBEAT_HISTORY_S = 60.0
 #: How often topics that do not exist yet are looked for.
 _MISSING_RECHECK_S = 0.5
+
+
+def by_component(cscs: Iterable[CscName]) -> dict[str, set[int]]:
+    """The indices asked for, by component name."""
+    wanted: dict[str, set[int]] = {}
+    for csc in cscs:
+        wanted.setdefault(csc.name, set()).add(csc.index)
+    return wanted
 
 
 @dataclass(frozen=True)
@@ -240,9 +248,7 @@ class StateBoard:
         SalKafkaError, SalSchemaError, SalDecodeError
             As `start`.
         """
-        wanted: dict[str, set[int]] = {}
-        for csc in cscs:
-            wanted.setdefault(csc.name, set()).add(csc.index)
+        wanted = by_component(cscs)
         if not wanted:
             return
         await self._read_tails(

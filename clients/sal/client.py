@@ -26,7 +26,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 
 from blocks.site import CscName, State
 from clients.registry import SchemaRegistryClient
-from clients.sal.board import StateBoard, in_state, offline
+from clients.sal.board import StateBoard, by_component, in_state, offline
 from clients.sal.codec import (
     SalCodec,
     kafka_timestamp_ms,
@@ -214,7 +214,7 @@ class SalClient:
         SalDecodeError
             A summaryState message cannot be decoded.
         """
-        wanted = _by_component(components)
+        wanted = by_component(components)
         topics = {self.topic(name, "logevent_summaryState"): name for name in wanted}
         consumer = self.kafka.consumer(fetch_max_wait_ms=500)
         try:
@@ -257,7 +257,7 @@ class SalClient:
         SalKafkaError
             Kafka cannot be reached or is too slow.
         """
-        wanted = _by_component(components)
+        wanted = by_component(components)
         topics = {self.topic(name, "logevent_heartbeat"): name for name in wanted}
         now = time.time()
         cutoff_ms = int((now - window_s) * 1000)
@@ -638,13 +638,6 @@ def _ret_code(code: int) -> SalRetCode | int:
         return SalRetCode(code)
     except ValueError:
         return code
-
-
-def _by_component(components: Iterable[CscName]) -> dict[str, set[int]]:
-    wanted: dict[str, set[int]] = {}
-    for csc in components:
-        wanted.setdefault(csc.name, set()).add(csc.index)
-    return wanted
 
 
 def _state(value: Any) -> State | None:
