@@ -30,8 +30,10 @@ times a second, and each client's bootstrap asks for metadata.
 
 from __future__ import annotations
 
+import contextlib
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextvars import ContextVar
 from io import BytesIO
 from typing import Any, Self
 
@@ -58,6 +60,7 @@ __all__ = [
     "OffsetFetchResponseV8",
     "encode_fetch_request_v11",
     "install_codecs",
+    "unasked_topics_skipped",
 ]
 
 _INT16 = struct.Struct(">h")
@@ -163,6 +166,9 @@ def _body(data: BytesIO | bytes) -> tuple[bytes, int]:
 
 
 class _MetadataResponseV5(MetadataResponse_v5):  # type: ignore[misc]
+    #: Whether the answer's topics are read (see `_MetadataWithoutTopicsV5`).
+    READ_TOPICS = True
+
     @classmethod
     def decode(cls, data: BytesIO | bytes) -> Self:
         buf, pos = _body(data)
@@ -179,7 +185,7 @@ class _MetadataResponseV5(MetadataResponse_v5):  # type: ignore[misc]
         controller, pos = _int32(buf, pos)
         count, pos = _int32(buf, pos)
         topics = []
-        for _ in range(max(count, 0)):
+        for _ in range(max(count, 0) if cls.READ_TOPICS else 0):
             error_code, length = _TOPIC_HEAD.unpack_from(buf, pos)
             pos += 4
             name = None
@@ -205,6 +211,48 @@ class _MetadataResponseV5(MetadataResponse_v5):  # type: ignore[misc]
                 partitions.append((part_error, partition, leader, replicas, isr, offline))
             topics.append((error_code, name, is_internal, partitions))
         return cls(throttle, brokers, cluster_id, controller, topics)
+
+
+class _MetadataWithoutTopicsV5(_MetadataResponseV5):
+    """An answer to a request for no topics, read as Kafka sends it: without topics."""
+
+    READ_TOPICS = False
+
+
+#: Whether the clients whose connections open in this context read an answer to a request for no
+#: topics without its topics (`unasked_topics_skipped`).
+_SKIP_UNASKED_TOPICS: ContextVar[bool] = ContextVar("skip_unasked_topics", default=False)
+
+
+class _MetadataDecoderFor:
+    """``MetadataRequest_v5.RESPONSE_TYPE`` once `install_codecs` has run: the decoder of the
+    answer to that request. aiokafka looks it up on the request when the answer comes, in the
+    task that reads the connection, which inherits the context of the task that opened it."""
+
+    def __get__(
+        self, request: MetadataRequest_v5 | None, owner: type[MetadataRequest_v5]
+    ) -> type[_MetadataResponseV5]:
+        if request is not None and request.topics == [] and _SKIP_UNASKED_TOPICS.get():
+            return _MetadataWithoutTopicsV5
+        return _MetadataResponseV5
+
+
+@contextlib.contextmanager
+def unasked_topics_skipped() -> Iterator[None]:
+    """Read the answer to a request for no topics without its topics, as Kafka sends it, in
+    the aiokafka clients started in this context (once `install_codecs` has run).
+
+    Every client's bootstrap asks for no topics, and tansu answers with every topic: ~950 at
+    the simulated Summit, ~35 ms of decoding and indexing each time. A client that then asks for
+    the topics it names (a consumer with a topic subscription) does not need them. Clients that
+    rely on knowing every topic from the start (a producer writing to many topics, a consumer
+    assigning hundreds of partitions) would instead ask for topics one at a time: do not start
+    them in this context."""
+    token = _SKIP_UNASKED_TOPICS.set(True)
+    try:
+        yield
+    finally:
+        _SKIP_UNASKED_TOPICS.reset(token)
 
 
 class _MetadataRequestV5(MetadataRequest_v5):  # type: ignore[misc]
@@ -404,12 +452,14 @@ def install_codecs() -> None:
 
     Metadata matters because tansu answers a request for no topics, which every client's
     bootstrap sends, with every topic (test-servers.md does not list this quirk): ~950 topics
-    at the simulated Summit, 40 ms each by aiokafka's generic decoder.
+    at the simulated Summit, 40 ms each by aiokafka's generic decoder. Clients started under
+    `unasked_topics_skipped` read that answer without its topics.
 
     Each gives the same objects and bytes as aiokafka's own (the tests compare them). Nothing
     changes for an API whose aiokafka class is not the one its codec was written for."""
     if MetadataRequest_v5.RESPONSE_TYPE is MetadataResponse_v5:
-        MetadataRequest_v5.RESPONSE_TYPE = _MetadataResponseV5
+        # A descriptor, so that the decoder can depend on the request (`unasked_topics_skipped`).
+        MetadataRequest_v5.RESPONSE_TYPE = _MetadataDecoderFor()
     if FetchRequest_v11.RESPONSE_TYPE is FetchResponse_v11:
         FetchRequest_v11.RESPONSE_TYPE = FetchResponseV11
     if tuple(FetchRequest_v11.SCHEMA.names) == _FETCH_REQUEST_FIELDS:

@@ -29,6 +29,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
+from clients.kafkawire import unasked_topics_skipped
 from sim.model import Application, Deployment, KubeObject, SiteModel, matches_selector
 
 __all__ = ["SimulatedConsumers", "telegraf_connector_for"]
@@ -282,6 +283,13 @@ class SimulatedConsumers:
     # -- one consumer ------------------------------------------------------------------------
 
     async def _run_member(self, member: _Member, offset_reset: str) -> None:
+        # A member asks for its subscription's topics after its bootstrap: the every-topic answer
+        # tansu gives the bootstrap is of no use to it. In a simulated Summit upgrade these
+        # answers were ~2/3 of the site's time on Metadata (~7 s of 30 s CPU).
+        with unasked_topics_skipped():
+            await self._run_member_consumers(member, offset_reset)
+
+    async def _run_member_consumers(self, member: _Member, offset_reset: str) -> None:
         while True:
             consumer = AIOKafkaConsumer(
                 bootstrap_servers=self.bootstrap_servers,

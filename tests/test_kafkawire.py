@@ -25,6 +25,7 @@ from clients.kafkawire import (
     LatestOffsets,
     OffsetFetchResponseV8,
     encode_fetch_request_v11,
+    unasked_topics_skipped,
 )
 
 _METADATA_V5 = {3: (0, 12)}
@@ -65,6 +66,31 @@ def test_metadata_v5_decodes_as_aiokafka_does() -> None:
     assert ours.topics[-2][1] == "é" * 130
     # What every aiokafka client's metadata requests use once the SAL Kafka layer is imported.
     assert MetadataRequest([]).prepare(_METADATA_V5).RESPONSE_TYPE is type(ours)
+
+
+def test_an_answer_to_no_topics_is_read_without_them_only_where_asked() -> None:
+    # tansu answers a bootstrap's request for no topics with every topic; Kafka with none.
+    topics: list[Any] = [
+        (0, f"lsst.sal.ESS.t{n}", False, [(0, 0, 1, [1], [1], [])]) for n in range(5)
+    ]
+    brokers = [(1, "kafka-0.example", 9092, None)]
+    answer = MetadataResponse_v5(0, brokers, "cluster", 1, topics).encode()
+    bootstrap = MetadataRequest([]).prepare(_METADATA_V5)
+    named = MetadataRequest(["lsst.sal.ESS.t0"]).prepare(_METADATA_V5)
+    every = MetadataRequest(None).prepare(_METADATA_V5)
+    assert bootstrap.RESPONSE_TYPE.decode(answer).topics == topics
+    with unasked_topics_skipped():
+        skipped = bootstrap.RESPONSE_TYPE.decode(answer)
+        assert (skipped.brokers, skipped.cluster_id, skipped.controller_id) == (
+            brokers,
+            "cluster",
+            1,
+        )
+        assert skipped.topics == []
+        # A request that names topics, or asks for every topic, gets them all.
+        assert named.RESPONSE_TYPE.decode(answer).topics == topics
+        assert every.RESPONSE_TYPE.decode(answer).topics == topics
+    assert bootstrap.RESPONSE_TYPE.decode(answer).topics == topics
 
 
 def test_metadata_request_asks_for_every_topic() -> None:
