@@ -137,6 +137,7 @@ async def _upgrade(config: SiteConfig, workdir: Path, server: LocalPrefectServer
         stop = asyncio.Event()
         answering = asyncio.create_task(operator.run(stop))
         server_cpu = tree_cpu_s(server.pid or 0)
+        broker_cpu = tree_cpu_s(site.broker.pid or 0)
         site_cpu = time.process_time()
         try:
             answer = await worker.run(
@@ -148,6 +149,7 @@ async def _upgrade(config: SiteConfig, workdir: Path, server: LocalPrefectServer
             await answering
         answer["server_cpu_s"] = tree_cpu_s(server.pid or 0) - server_cpu
         answer["site_cpu_s"] = time.process_time() - site_cpu
+        answer["broker_cpu_s"] = tree_cpu_s(site.broker.pid or 0) - broker_cpu
         answer["short_at_site"] = short_of_expected(site)
     async with get_client() as client:
         task_runs = TaskRunFilter(tags=TaskRunFilterTags(all_=[name]))
@@ -238,7 +240,8 @@ def _figures(size: int, measured: dict[int, dict[str, Any]]) -> list[Figure]:
         f"CPU {answer.get('cpu_s', math.nan):.1f} s of which Prefect {prefect_s:.1f} s "
         f"({100 * prefect_s / wall:.0f}% of the wall time); main thread: {split}; "
         f"Prefect server CPU {answer.get('server_cpu_s', math.nan):.1f} s, simulated site "
-        f"and operator CPU {answer.get('site_cpu_s', math.nan):.1f} s"
+        f"and operator CPU {answer.get('site_cpu_s', math.nan):.1f} s, broker (tansu) CPU "
+        f"{answer.get('broker_cpu_s', math.nan):.1f} s"
     )
     steps = sorted(answer.get("steps", []), key=lambda s: -float(s["duration_s"]))
     if steps:
