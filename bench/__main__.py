@@ -49,6 +49,28 @@ def _load() -> str:
         return "unknown"
 
 
+def _cpu_ticks() -> tuple[int, int] | None:
+    """All CPU time and the time stolen by the host (a VM's hypervisor), in ticks since boot
+    (Linux ``/proc/stat``); None where it cannot be read."""
+    try:
+        with Path("/proc/stat").open(encoding="ascii") as stat:
+            fields = [int(v) for v in stat.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    if len(fields) < 8:
+        return None
+    return sum(fields[:8]), fields[7]
+
+
+def _stolen(since: tuple[int, int] | None) -> str:
+    """The share of the machine's CPU time the host took since ``since``: on a shared VM
+    it makes every wall time longer, the flow's most."""
+    now = _cpu_ticks()
+    if since is None or now is None or now[0] <= since[0]:
+        return "unknown"
+    return f"{100 * (now[1] - since[1]) / (now[0] - since[0]):.1f}%"
+
+
 async def _run(names: list[str], options: Options) -> tuple[int, int]:
     """Run the modules in turn; the targets missed and the modules that failed."""
     missed = failed = 0
@@ -106,6 +128,7 @@ def main() -> None:
         flush=True,
     )
     started = time.monotonic()
+    ticks = _cpu_ticks()
     try:
         missed, failed = asyncio.run(
             _until_stopped(
@@ -122,7 +145,7 @@ def main() -> None:
         sys.exit(143)
     print(
         f"# {time.monotonic() - started:.0f} s, {missed} target(s) missed, "
-        f"{failed} module(s) failed, load {_load()}",
+        f"{failed} module(s) failed, load {_load()}, CPU stolen by the host {_stolen(ticks)}",
         flush=True,
     )
     if failed:
