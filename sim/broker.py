@@ -14,8 +14,8 @@ Measured differences from Kafka that shape the simulation's costs (tansu 0.6):
 - a fetch keeps tansu busy for as long as it waits, reading its partitions again and again:
   tansu's CPU per fetch was 2.4 ms for 5 partitions at a 20 ms wait (11 % of a core while a
   consumer keeps one waiting), 15 ms for 100 at 50 ms (28 %), 20 ms for 120 at 100 ms (19 %),
-  27 ms for 384 at 50 ms (49 %). A simulated Summit upgrade's feeds so cost tansu 44-52 s of
-  CPU in 70-83 s, more than the site's own Python;
+  27 ms for 384 at 50 ms (49 %). tansu took 44-54 s of CPU in a simulated Summit upgrade of
+  70-84 s, more than the site's own Python, much of it, by these figures, on waiting fetches;
 - a fetch with a 0 ms wait is answered at once and empty, without reading a partition, and one
   whose wait ends before all its partitions are read (384 at 1-5 ms) brings only the records
   of those read so far.

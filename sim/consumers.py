@@ -181,8 +181,8 @@ class SimulatedConsumers:
         """List the broker's SAL topics and hand new ones to their consumers now."""
         if self._client is None:
             return
-        # Read by the struct codec, without aiokafka's generic conversion of ~950 topics
-        # (`AIOKafkaAdminClient.list_topics`: a tenth of an idle site's CPU every 2 s).
+        # Read by the struct codec: `AIOKafkaAdminClient.list_topics` converts the ~950 topics
+        # with aiokafka's generic `to_object`, about twice the CPU of this.
         node = self._client.get_random_node()
         if node is None:
             raise KafkaError("no broker is known")
@@ -294,7 +294,7 @@ class SimulatedConsumers:
     async def _run_member(self, member: _Member, offset_reset: str) -> None:
         # A member asks for its subscription's topics after its bootstrap: the every-topic answer
         # tansu gives the bootstrap is of no use to it. In a simulated Summit upgrade these
-        # answers were ~2/3 of the site's time on Metadata (~7 s of 30 s CPU).
+        # answers were ~2/3 of the site's time on Metadata (py-spy: ~7 s of samples).
         with unasked_topics_skipped():
             await self._run_member_consumers(member, offset_reset)
 
