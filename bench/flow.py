@@ -39,8 +39,6 @@ from prefect import get_client
 from prefect.client.schemas.filters import (
     FlowRunFilter,
     FlowRunFilterTags,
-    TaskRunFilter,
-    TaskRunFilterTags,
 )
 from prefect.client.schemas.objects import TaskRun
 from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -152,17 +150,16 @@ async def _upgrade(config: SiteConfig, workdir: Path, server: LocalPrefectServer
         answer["broker_cpu_s"] = tree_cpu_s(site.broker.pid or 0) - broker_cpu
         answer["short_at_site"] = short_of_expected(site)
     async with get_client() as client:
-        task_runs = TaskRunFilter(tags=TaskRunFilterTags(all_=[name]))
+        # The run and its sections carry the tag; their task runs do not (`flows.tagging`).
+        flow_runs = FlowRunFilter(tags=FlowRunFilterTags(all_=[name]))
         runs: list[TaskRun] = []
         while page := await client.read_task_runs(
-            task_run_filter=task_runs, offset=len(runs), limit=200
+            flow_run_filter=flow_runs, offset=len(runs), limit=200
         ):
             runs += page
         answer["task_runs"] = len(runs)
         answer["slow_task_runs"] = _slow_task_runs(runs)
-        answer["flow_runs"] = await client.count_flow_runs(
-            flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[name]))
-        )
+        answer["flow_runs"] = await client.count_flow_runs(flow_run_filter=flow_runs)
     return answer
 
 

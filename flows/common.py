@@ -11,7 +11,7 @@ from typing import Any
 from uuid import UUID
 
 import anyio
-from prefect import get_client, tags
+from prefect import get_client
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.client.schemas.responses import GlobalConcurrencyLimitResponse
@@ -26,6 +26,7 @@ from blocks.upgrade_site import load_site_block
 from flows.context import open_services
 from flows.run import UpgradeRun, artifact_key
 from flows.signoff import UpgradeAborted
+from flows.tagging import run_tags
 
 __all__ = ["SiteBusyError", "UnknownSiteError", "site_lock", "upgrade_run"]
 
@@ -239,8 +240,9 @@ async def upgrade_run(
     }
     lock = contextlib.nullcontext() if dry_run else site_lock(config.name, holder)
     # Sections are subflows: give them the run's tags, so that whoever follows the run by its
-    # tags (the UI's filters, a simulated operator) sees the sign-offs they pause at.
-    with tags(*flow_run.get_tags()):
+    # tags (the UI's filters, a simulated operator) sees the sign-offs they pause at. Its task
+    # runs go untagged (`flows.tagging`).
+    with run_tags(flow_run.get_tags()):
         async with lock, open_services(config, block.credentials()) as services:
             run = UpgradeRun(
                 flow=flow, site=config, services=services, upgrade_id=upgrade_id, dry_run=dry_run

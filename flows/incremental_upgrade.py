@@ -54,6 +54,7 @@ from flows.sections import (
     wait_for_bring_up,
 )
 from flows.signoff import UpgradeAborted
+from flows.tagging import section
 from flows.tasks import (
     TRANSIENT,
     csc_statuses,
@@ -212,7 +213,7 @@ async def _record(run: UpgradeRun, table: str, entries: list[CscEntry]) -> None:
 # --- preconditions -------------------------------------------------------------------------------
 
 
-@flow(name="incremental upgrade preconditions")
+@section("incremental upgrade preconditions")
 async def check_affected(requested: list[str], expected_new_topics: list[str]) -> list[str]:
     """The CSCs named, checked against the inventory; services answer; the registry's subjects
     of the components to be redeployed recorded. Nothing is changed here."""
@@ -265,7 +266,7 @@ async def _subjects_of(run: UpgradeRun, components: set[str]) -> set[str]:
 # --- shut down -----------------------------------------------------------------------------------
 
 
-@flow(name="shut down the affected CSCs")
+@section("shut down the affected CSCs")
 async def shut_down_affected(names: list[str]) -> None:
     """The Watcher first; the affected CSCs and the ScriptQueues with set_summary_state.py (the
     queue running it last); stragglers directly; confirmed by heartbeats."""
@@ -386,7 +387,7 @@ async def _confirm_offline(run: UpgradeRun, step: StepHandle, targets: list[CscN
 # --- clean up ------------------------------------------------------------------------------------
 
 
-@flow(name="clean up the affected Jobs")
+@section("clean up the affected Jobs")
 async def clean_up_affected(names: list[str]) -> None:
     """Only the Jobs of the CSCs sent OFFLINE are deleted, by csc-class, and checked gone."""
     run = current_run()
@@ -421,7 +422,7 @@ def _deleter(deletion: JobDeletion) -> Callable[[], Awaitable[NamespaceCleanup]]
 # --- update configurations -----------------------------------------------------------------------
 
 
-@flow(name="update configurations")
+@section("update configurations")
 async def update_configurations_incremental(names: list[str]) -> None:
     """The operator signs off that the configurations of the affected CSCs are updated."""
     run = current_run()
@@ -453,7 +454,7 @@ def _apps(run: UpgradeRun, names: list[str]) -> list[str]:
 # --- deploy --------------------------------------------------------------------------------------
 
 
-@flow(name="deploy the affected CSCs")
+@section("deploy the affected CSCs")
 async def deploy_affected(names: list[str]) -> None:
     """Argo CD syncs the apps (which recreate the deleted Jobs); the CSCs reach their states."""
     run = current_run()
@@ -482,7 +483,7 @@ async def deploy_affected(names: list[str]) -> None:
 # --- test ----------------------------------------------------------------------------------------
 
 
-@flow(name="test the affected CSCs")
+@section("test the affected CSCs")
 async def check_upgraded(
     names: list[str], expected_new_topics: list[str], *, minimal_testing: bool
 ) -> None:

@@ -41,6 +41,7 @@ from flows.common import upgrade_run
 from flows.journal import StepHandle
 from flows.run import UpgradeRun, current_run
 from flows.signoff import UpgradeAborted
+from flows.tagging import section
 from flows.tasks import csc_statuses, resume_queue, run_script
 
 __all__ = [
@@ -699,7 +700,7 @@ async def _return_to_default(
     return problems
 
 
-@flow(name="minimal testing of a telescope", flow_run_name="minimal testing {telescope}")
+@section("minimal testing of a telescope", flow_run_name="minimal testing {telescope}")
 async def telescope_testing(telescope: Telescope) -> str:
     """One telescope: its steps in order, then — whatever happened — back to its default state.
 

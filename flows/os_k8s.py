@@ -59,6 +59,7 @@ from flows.sections import (
     wait_for_lag_drained,
 )
 from flows.signoff import UpgradeAborted
+from flows.tagging import section
 from flows.tasks import (
     TRANSIENT,
     csc_statuses,
@@ -303,7 +304,7 @@ def check_kept_cscs(site: SiteConfig) -> None:
         )
 
 
-@flow(name="prepare the OS-K8s shutdown")
+@section("prepare the OS-K8s shutdown")
 async def prepare_shutdown() -> None:
     """Services answer, the site's Strimzi names exist, what Kafka's shutdown will change is
     recorded for the recovery; at the Summit, M2 in closed loop and M1M3's states."""
@@ -404,7 +405,7 @@ def _state_name(state: State | None) -> str:
     return state.name if state is not None else "never reported"
 
 
-@flow(name="clean up before Kafka goes down")
+@section("clean up before Kafka goes down")
 async def clean_up_before_kafka() -> None:
     """The consumers drained, then the stopped CSC Jobs deleted (cleanup_all)."""
     run = current_run()
@@ -424,7 +425,7 @@ async def clean_up_before_kafka() -> None:
             step.note(f"{report.jobs_deleted} jobs deleted")
 
 
-@flow(name="shut Kafka down gracefully")
+@section("shut Kafka down gracefully")
 async def shut_down_kafka() -> None:
     """The Sasquatch runbook: registry and telegraf to 0, reconciliation paused, brokers gone,
     then the controllers."""
@@ -550,7 +551,7 @@ async def shutdown_facts(site: str, upgrade_id: str) -> dict[str, Any] | None:
     return RunMemory.model_validate(stored.value).facts
 
 
-@flow(name="prepare the OS-K8s recovery")
+@section("prepare the OS-K8s recovery")
 async def prepare_recovery() -> None:
     """Kubernetes and Argo CD answer (Kafka and the registry are down); what to put back."""
     run = current_run()
@@ -596,7 +597,7 @@ async def _what_to_restore(run: UpgradeRun, step: StepHandle) -> None:
     )
 
 
-@flow(name="bring Kafka back")
+@section("bring Kafka back")
 async def bring_kafka_back() -> None:
     """Reconciliation resumed; brokers and controllers ready and answering; registry back."""
     run = current_run()
@@ -695,7 +696,7 @@ async def _wait_for_registry(run: UpgradeRun, step: StepHandle) -> None:
         return
 
 
-@flow(name="bring the control system back")
+@section("bring the control system back")
 async def bring_control_system_back() -> None:
     """Telescope apps synced in the site's order; the Summit's sign-offs; every CSC waited
     for; telegraf back."""

@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterable
 from typing import Any, Literal
 
 import anyio
-from prefect import flow
 from prefect.logging import get_run_logger
 
 from blocks.site import CscEntry, CscName, State
@@ -28,6 +27,7 @@ from flows.journal import StepHandle
 from flows.preflight import preflight
 from flows.run import Restore, UpgradeRun, current_run
 from flows.signoff import SignOff
+from flows.tagging import section
 from flows.tasks import (
     consumer_lags,
     csc_statuses,
@@ -80,7 +80,7 @@ async def record_states(run: UpgradeRun, name: str) -> None:
 # --- preconditions -------------------------------------------------------------------------------
 
 
-@flow(name="preconditions")
+@section("preconditions")
 async def preconditions() -> None:
     """Everything checked before the first change; Summit-only sign-offs."""
     run = current_run()
@@ -120,7 +120,7 @@ def _shutdown_targets(run: UpgradeRun) -> list[CscName]:
     ]
 
 
-@flow(name="shut down the control system")
+@section("shut down the control system")
 async def shut_down_control_system(reason: str) -> None:
     """Watcher first, system_wide_shutdown.py, the ScriptQueues last, stragglers, confirmed."""
     run = current_run()
@@ -330,7 +330,7 @@ async def send_offline(run: UpgradeRun, step: StepHandle, cscs: list[CscName]) -
 # --- clean up ------------------------------------------------------------------------------------
 
 
-@flow(name="clean up")
+@section("clean up")
 async def clean_up() -> None:
     """Camera bridges, bare metal, lag drained, CSC Jobs and Nublado deleted, telegraf to 0."""
     run = current_run()
@@ -516,7 +516,7 @@ async def _telegraf_to_zero(
 # --- update configurations -----------------------------------------------------------------------
 
 
-@flow(name="update configurations")
+@section("update configurations")
 async def update_configurations(breaks_schema_compatibility: bool) -> None:
     """Phalanx merged, bare-metal configuration, camera Stage 2, registry compatibility NONE."""
     run = current_run()
@@ -591,7 +591,7 @@ async def _registry_to_none(run: UpgradeRun, step: StepHandle) -> None:
 # --- deploy --------------------------------------------------------------------------------------
 
 
-@flow(name="deploy")
+@section("deploy")
 async def deploy(sync_sasquatch: SyncSasquatch, nublado_available_after: bool) -> None:
     """Argo CD syncs in the site's order, CSCs back, telegraf back, registry restored."""
     run = current_run()

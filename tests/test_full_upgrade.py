@@ -6,6 +6,13 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from prefect import get_client
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterTags,
+    TaskRunFilter,
+    TaskRunFilterTags,
+)
 
 from blocks.site import State
 from deployments.operator import GateAnswer
@@ -169,3 +176,19 @@ async def test_full_upgrade_of_the_summit(summit: SimulatedSite) -> None:
     assert "phalanx-merged" in gates
     assert "bare-metal-startup" in gates
     assert State.ENABLED is config.csc("ScriptQueue:1").expected_state
+
+    # The run and its sections carry the run's tag (the operator found their sign-offs by
+    # it); the task runs do not, so none waited on a tag-limit check. (A section's tracking
+    # task run in its parent, which nothing runs, is created with it.)
+    async with get_client() as client:
+        tagged = FlowRunFilter(tags=FlowRunFilterTags(all_=[name]))
+        runs = await client.read_flow_runs(flow_run_filter=tagged)
+        tasks = await client.read_task_runs(flow_run_filter=tagged, limit=200)
+        tagged_tasks = await client.read_task_runs(
+            task_run_filter=TaskRunFilter(tags=TaskRunFilterTags(all_=[name])), limit=200
+        )
+        names = {(await client.read_flow(flow_id)).name for flow_id in {r.flow_id for r in runs}}
+    assert {"full-upgrade", "shut down the control system", "deploy"} <= names, names
+    assert len(tasks) > 20
+    trackers = {r.parent_task_run_id for r in runs}
+    assert [t.name for t in tagged_tasks if t.id not in trackers] == []
