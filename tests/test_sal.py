@@ -34,6 +34,7 @@ from clients.sal import (
     SalSchemaError,
     StateWaitTimeout,
     TransitionError,
+    alive,
     gone,
     in_state,
 )
@@ -629,6 +630,18 @@ async def test_a_component_without_summary_state(launch: Launcher, sal_client: S
     assert "logevent_summaryState" not in csc.schemas
     assert (await sal_client.summary_states([name]))[name] is None
     assert (await sal_client.heartbeats([name], WINDOW_S))[name] is not None
+
+
+async def test_board_reads_a_component_without_summary_state_by_its_heartbeats(
+    launch: Launcher, sal_client: SalClient
+) -> None:
+    """LOVE and the Scripts have no state machine, nor a summaryState topic: a board waiting
+    for one to be up sees its heartbeats (it used to wait for the missing topic forever)."""
+    name = CscName(name="Script", index=100_000 + next(_serial))
+    await launch(name, behaviour=CscBehaviour(heartbeat_interval_s=0.2))
+    async with sal_client.state_board([name]) as board:
+        statuses = await board.wait_for(alive(WINDOW_S), [name], deadline_s=5.0)
+    assert statuses[name].state is None
 
 
 async def test_initial_states_apply_to_the_next_start_only(

@@ -116,6 +116,8 @@ class StateBoard:
         self._beats: dict[CscName, int] = {}
         self._components: set[str] = set()
         self._missing: set[str] = set()
+        # Components whose heartbeat partition the feed reads.
+        self._beating: set[str] = set()
         self._lock = asyncio.Lock()
         self._changed = asyncio.Event()
         self._decode_tasks: set[asyncio.Task[None]] = set()
@@ -177,55 +179,61 @@ class StateBoard:
             await self._load(new)
 
     async def _load(self, names: set[str]) -> None:
-        topics = {self._topic(n, s) for n in names for s in ("summaryState", "heartbeat")}
-        existing = await self._feed.existing_topics(topics)
-        ready = {
-            n
-            for n in names
-            if {self._topic(n, "summaryState"), self._topic(n, "heartbeat")} <= existing
-        }
-        self._missing |= names - ready
+        # A component is read once its heartbeat topic exists. Its summaryState topic may
+        # come later (a CSC starting) or never (LOVE has no state machine, nor the topic):
+        # until it exists the component is read by its heartbeats and looked for again.
+        beats = {n: self._topic(n, "heartbeat") for n in names}
+        states = {n: self._topic(n, "summaryState") for n in names}
+        existing = await self._feed.existing_topics(set(beats.values()) | set(states.values()))
+        beating = {n for n in names if beats[n] in existing} - self._beating
+        stated = {n for n in names if beats[n] in existing and states[n] in existing}
+        self._missing |= names - stated
         if self._missing and (self._missing_task is None or self._missing_task.done()):
             self._missing_task = asyncio.create_task(self._look_for_missing())
-        if not ready:
+        if not beating and not stated:
             return
         # Live first, then history: whatever falls in between is read twice, and the newer
         # record (higher offset, later timestamp) wins either way.
         await self._feed.add(
-            {
-                TopicPartition(self._topic(n, s), 0): END
-                for n in ready
-                for s in ("summaryState", "heartbeat")
-            }
+            {TopicPartition(beats[n], 0): END for n in beating}
+            | {TopicPartition(states[n], 0): END for n in stated}
         )
-        await self._read_tails(ready, heartbeats_since_s=_HEARTBEAT_HISTORY_S, states=True)
+        self._beating |= beating
+        await self._read_tails(beating, heartbeats_since_s=_HEARTBEAT_HISTORY_S, states_of=stated)
 
     async def _read_tails(
         self,
         names: set[str],
         *,
         heartbeats_since_s: float,
-        states: bool,
+        states_of: set[str] | frozenset[str] = frozenset(),
         wanted: Mapping[str, frozenset[int]] | None = None,
     ) -> None:
         """Note what the components' topics hold now, read from their ends: the heartbeats of
-        the last ``heartbeats_since_s`` and, with ``states``, the latest summaryStates.
-        ``wanted`` narrows the heartbeats read to some indices of each component."""
+        ``names`` of the last ``heartbeats_since_s`` and the latest summaryStates of
+        ``states_of``. ``wanted`` narrows the heartbeats read to some indices of each
+        component."""
         consumer = self._client.kafka.consumer(fetch_max_wait_ms=500)
         await start_consumer(consumer)
         try:
             latest_states = (
-                await read_latest(consumer, {self._topic(n, "summaryState"): None for n in names})
-                if states
+                await read_latest(
+                    consumer, {self._topic(n, "summaryState"): None for n in states_of}
+                )
+                if states_of
                 else {}
             )
-            beats = await read_latest(
-                consumer,
-                {
-                    self._topic(n, "heartbeat"): None if wanted is None else wanted.get(n)
-                    for n in names
-                },
-                not_before_ms=int((time.time() - heartbeats_since_s) * 1000),
+            beats = (
+                await read_latest(
+                    consumer,
+                    {
+                        self._topic(n, "heartbeat"): None if wanted is None else wanted.get(n)
+                        for n in names
+                    },
+                    not_before_ms=int((time.time() - heartbeats_since_s) * 1000),
+                )
+                if names
+                else {}
             )
         finally:
             await consumer.stop()
@@ -255,7 +263,6 @@ class StateBoard:
             set(wanted),
             # A heartbeat older than the window changes nothing; a little more for the clocks.
             heartbeats_since_s=window_s + 1.0,
-            states=False,
             wanted={name: frozenset(indices) for name, indices in wanted.items()},
         )
 
