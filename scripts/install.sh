@@ -7,8 +7,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # A venv made by uv has no pip: give it one before asking pip for uv.
 .venv/bin/python -m pip --version >/dev/null 2>&1 || .venv/bin/python -m ensurepip >/dev/null
-.venv/bin/python -m pip install -q --disable-pip-version-check "uv>=0.5"
-.venv/bin/python -m uv pip install -q -p .venv/bin/python -e '.[dev]'
+.venv/bin/python -m pip install -q --disable-pip-version-check "uv==0.13.9"
+# The versions in uv.lock, so every machine and CI run gets the same ones (`--locked` stops with
+# "The lockfile needs to be updated" when pyproject.toml changed: run `.venv/bin/python -m uv lock`
+# and commit uv.lock; `uv lock --upgrade` moves to newer releases). `--inexact` keeps the venv's
+# pip and uv.
+UV_PROJECT_ENVIRONMENT=.venv .venv/bin/python -m uv sync -q --locked --inexact --extra dev
 # tests/test_ui.py (slow) drives the Prefect UI in Debian's chromium (Playwright's own browser
 # downloads are never used); scripts/test.sh asks for it (WITH_BROWSER=1) when slow tests run.
 # Installing it needs root and Debian's archive; without them warn and go on: that test then
