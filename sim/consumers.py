@@ -22,7 +22,7 @@ import re
 import secrets
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Self
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -78,6 +78,8 @@ class _Member:
     group: str
     topics: frozenset[str]
     task: asyncio.Task[None] | None = None
+    committed: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set once the group has committed offsets: from then on it is listed, as at a site."""
 
 
 class SimulatedConsumers:
@@ -130,8 +132,18 @@ class SimulatedConsumers:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        """Start the consumers of every Deployment with replicas, and follow the model."""
+    async def start(self, *, settle_s: float = 60.0) -> None:
+        """Start the consumers of every Deployment with replicas, and follow the model.
+
+        Returns once every group has committed offsets. At a site these groups are always
+        there (a stopped LOVE producer's lingers for a week): a flow started right after the
+        simulation must find them, as its preflight does.
+
+        Raises
+        ------
+        TimeoutError
+            Some group has not committed within ``settle_s``; it names them.
+        """
         if self._running:
             return
         client = AIOKafkaClient(bootstrap_servers=self.bootstrap_servers, client_id="sim-consumers")
@@ -147,6 +159,16 @@ class SimulatedConsumers:
             self._listening = True
         await self.refresh_topics()
         self._refresh_task = asyncio.get_running_loop().create_task(self._refresh_loop())
+        members = list(self._members.values())
+        try:
+            async with asyncio.timeout(settle_s):
+                await asyncio.gather(*(member.committed.wait() for member in members))
+        except TimeoutError:
+            late = sorted(member.group for member in members if not member.committed.is_set())
+            raise TimeoutError(
+                f"simulated consumer groups did not commit within {settle_s:.0f} s: "
+                + ", ".join(late)
+            ) from None
 
     async def stop(self) -> None:
         """Stop every consumer (each leaves its group) and the topic refresh; idempotent."""
@@ -352,6 +374,7 @@ class SimulatedConsumers:
                     committed = {
                         tp: pos for tp, pos in {**committed, **changed}.items() if tp in positions
                     }
+                    member.committed.set()
             await asyncio.sleep(self._poll_s)
 
 

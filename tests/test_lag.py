@@ -349,6 +349,39 @@ async def summit(kafka: Kafka) -> AsyncIterator[tuple[SiteModel, SimulatedConsum
         await model.aclose()
 
 
+async def test_started_consumers_have_committed_what_the_topics_hold(
+    kafka: Kafka, lag_client: ConsumerLagClient
+) -> None:
+    # At a site the groups are always there: a flow's preflight right after the simulation
+    # starts must find them, each with its offsets committed.
+    component = unique("Started")
+    topic = f"lsst.sal.{component}.logevent_heartbeat"
+    await kafka.topics((topic, 1))
+    await kafka.produce(topic, 4)
+    model = SiteModel(
+        load_site_file(SITES / "summit.yaml"), options=ModelOptions(love_producers=2), runner=None
+    )
+    consumers = SimulatedConsumers(model, kafka.bootstrap, "sal", topic_refresh_s=0.2, poll_s=0.1)
+    await consumers.start()
+    try:
+        # No waiting: read at once.
+        telegraf, love = await lag_client.consumer_lags([TELEGRAF, LOVE])
+        listed = await lag_client.list_groups()
+    finally:
+        await consumers.stop()
+        await model.aclose()
+    assert set(consumers.groups()) <= set(listed)
+    committed = [
+        (row.committed, row.lag)
+        for report in (telegraf, love)
+        for group in report.groups
+        for row in group.partitions
+        if row.topic == topic
+    ]
+    # Its telegraf connector read from the start, its LOVE producer from the end.
+    assert committed == [(4, 0), (4, 0)]
+
+
 async def test_telegraf_lag_grows_while_scaled_to_zero_and_drains_when_scaled_back(
     kafka: Kafka, lag_client: ConsumerLagClient, summit: tuple[SiteModel, SimulatedConsumers]
 ) -> None:
