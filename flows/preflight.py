@@ -1,7 +1,9 @@
 """Preflight: every check that must pass before the first change, reported all at once.
 
 Services reachable with valid credentials, the Kubernetes context pointing at the site's
-cluster, the site file's applications present in Argo CD, the ScriptQueues ENABLED. Each check
+cluster, the site file's applications present in Argo CD, the ScriptQueues ENABLED, and, for a
+flow that waits for the consumer lag to drain, consumer groups under the site file's prefixes
+(a misspelt prefix selects no group, and an empty wait would pass at once). Each check
 runs whatever the others found; the failures are listed together in one `PreflightError`, and
 nothing has been changed when it is raised.
 """
@@ -57,6 +59,22 @@ async def _kafka(run: UpgradeRun, _problems: list[str]) -> None:
     await run.services.lag.list_groups()
 
 
+async def _consumer_groups(run: UpgradeRun, problems: list[str]) -> None:
+    if run.memory.actions:
+        # A resumed run: the groups were there when it started; its lag wait, if still to come,
+        # reads what they hold now.
+        return
+    groups = await run.services.lag.list_groups()
+    site = run.site
+    for field, family in (("telegraf", site.telegraf), ("love_producers", site.love_producers)):
+        if not any(group.startswith(family.group_prefix) for group in groups):
+            problems.append(
+                f"Kafka has no consumer group whose id starts with {family.group_prefix!r} "
+                f"(site file: {field}.group_prefix): the wait for their lag to drain would "
+                "have nothing to wait for"
+            )
+
+
 async def _queues(run: UpgradeRun, problems: list[str]) -> None:
     if run.memory.actions:
         # A resumed run: this upgrade has already changed the site (sent the queues OFFLINE,
@@ -80,12 +98,18 @@ _CHECKS: dict[str, Check] = {
 
 
 async def preflight(
-    run: UpgradeRun, *, need_queues: bool = True, only: Collection[str] | None = None
+    run: UpgradeRun,
+    *,
+    need_queues: bool = True,
+    waits_on_lag: bool = False,
+    only: Collection[str] | None = None,
 ) -> list[str]:
     """Run every check; raise `PreflightError` listing all failures, else return [].
 
-    ``only`` names the checks to run (``Kubernetes``, ``Argo CD``...): a recovery runs while
-    Kafka and the schema registry are down, and must not fail for that.
+    ``waits_on_lag`` adds the consumer groups' check, for the flows that wait for telegraf and
+    the LOVE producers to drain. ``only`` names the checks to run (``Kubernetes``, ``Argo
+    CD``...): a recovery runs while Kafka and the schema registry are down, and must not fail
+    for that.
 
     Raises
     ------
@@ -98,6 +122,8 @@ async def preflight(
     checks = dict(_CHECKS)
     if need_queues:
         checks["ScriptQueues"] = _queues
+    if waits_on_lag:
+        checks["consumer groups"] = _consumer_groups
     if only is not None:
         unknown = sorted(set(only) - set(checks))
         if unknown:

@@ -594,6 +594,28 @@ async def test_fault_love_504_stops_before_any_change(calm_stand: SimulatedSite)
     assert changes(calm_stand, since) == []
 
 
+async def test_fault_misspelt_consumer_group_prefix_stops_before_any_change(
+    calm_stand: SimulatedSite,
+) -> None:
+    name = f"faults-{uuid.uuid4().hex[:6]}"
+    config = calm_stand.site_config(name)
+    # A misspelt prefix: no group id at the site starts with it.
+    telegraf = config.telegraf.model_copy(update={"group_prefix": "telegraf-consumer"})
+    name = await save(calm_stand, config.model_copy(update={"telegraf": telegraf}))
+    since = len(calm_stand.write_log.records)
+
+    state = await full_upgrade_of(name)
+
+    assert state.is_failed(), state
+    message = state.message or ""
+    assert "preflight failed" in message
+    assert "nothing was changed" in message
+    assert "'telegraf-consumer' (site file: telegraf.group_prefix)" in message
+    # The LOVE producers' prefix is right: only the wrong one is named.
+    assert "love_producers.group_prefix" not in message
+    assert changes(calm_stand, since) == []
+
+
 async def gate_notice_and_change(run: UpgradeRun) -> None:
     """The cleanup's first steps: a sign-off (posted to Slack), a notice, then a change."""
     await run.gate("camera-bridges", "Camera bridges stopped", "Stop the camera bridges.")

@@ -7,7 +7,6 @@ the order of the Kafka shutdown and the restoring of what it changed, not the fl
 
 from __future__ import annotations
 
-import dataclasses
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -224,9 +223,7 @@ async def test_summit_sign_offs_in_the_dry_runs(tmp_path: Path) -> None:
     from flows.os_k8s import expected_after_recovery, os_k8s_recovery, os_k8s_shutdown
 
     base = trimmed("summit", SUMMIT_CSCS)
-    # Nothing is changed, so nothing needs consuming: no telegraf or LOVE producer groups.
-    options = dataclasses.replace(FAST, consumers=False)
-    async with SimulatedSite(base, workdir=tmp_path, options=options) as summit:
+    async with SimulatedSite(base, workdir=tmp_path, options=FAST) as summit:
         name = f"sim-{uuid.uuid4().hex[:6]}"
         await save_site(summit, name)
         started = len(summit.write_log)
