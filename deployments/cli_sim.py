@@ -18,7 +18,8 @@ def add_parser(subparsers: Any) -> None:
         help="run a simulated site on 127.0.0.1 until interrupted",
         description="Run a simulated site (Kafka broker, schema registry, and the site's other "
         "services) on 127.0.0.1 in the foreground. Writes a site file describing it, prints "
-        "'ready PATH' once every service answers, and stops everything on SIGINT or SIGTERM.",
+        "'ready PATH' once every service answers and its consumer groups have committed, and "
+        "stops everything on SIGINT or SIGTERM.",
     )
     parser.add_argument("--site", choices=("summit", "tts", "bts"), default="summit")
     parser.add_argument(
