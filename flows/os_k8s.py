@@ -318,7 +318,7 @@ async def prepare_shutdown() -> None:
             await preflight(run, need_queues=False, only=("Kubernetes", "Argo CD"))
             step.note("resumed: Kubernetes and Argo CD answer")
         else:
-            await preflight(run, waits_on_lag=True)
+            await preflight(run, stops_consumers=True)
             step.note("all services answer")
     async with run.step(section, "kafka-record", "Kafka as it is, recorded for the recovery") as s:
         await _record_kafka(run, s)

@@ -2,8 +2,9 @@
 
 Services reachable with valid credentials, the Kubernetes context pointing at the site's
 cluster, the site file's applications present in Argo CD, the ScriptQueues ENABLED, and, for a
-flow that waits for the consumer lag to drain, consumer groups under the site file's prefixes
-(a misspelt prefix selects no group, and an empty wait would pass at once). Each check
+flow that stops the consumers and waits for their lag to drain, the telegraf Deployments under
+the site file's selector and consumer groups under its prefixes (a misspelt selector or prefix
+selects nothing: nothing would be scaled, and an empty wait would pass at once). Each check
 runs whatever the others found; the failures are listed together in one `PreflightError`, and
 nothing has been changed when it is raised.
 """
@@ -59,13 +60,23 @@ async def _kafka(run: UpgradeRun, _problems: list[str]) -> None:
     await run.services.lag.list_groups()
 
 
-async def _consumer_groups(run: UpgradeRun, problems: list[str]) -> None:
+async def _consumers(run: UpgradeRun, problems: list[str]) -> None:
     if run.memory.actions:
-        # A resumed run: the groups were there when it started; its lag wait, if still to come,
-        # reads what they hold now.
+        # A resumed run: the connectors and groups were there when it started; its steps still
+        # to come act on what is there now.
         return
-    groups = await run.services.lag.list_groups()
     site = run.site
+    telegraf = site.telegraf
+    deployments, groups = await asyncio.gather(
+        run.services.kubernetes.list_deployments(telegraf.namespace, selector=telegraf.selector),
+        run.services.lag.list_groups(),
+    )
+    if not deployments:
+        problems.append(
+            f"Kubernetes has no Deployment labelled {telegraf.selector} in namespace "
+            f"{telegraf.namespace} (site file: telegraf.selector, telegraf.namespace): there "
+            "would be no telegraf connector to scale to 0"
+        )
     for field, family in (("telegraf", site.telegraf), ("love_producers", site.love_producers)):
         if not any(group.startswith(family.group_prefix) for group in groups):
             problems.append(
@@ -101,15 +112,15 @@ async def preflight(
     run: UpgradeRun,
     *,
     need_queues: bool = True,
-    waits_on_lag: bool = False,
+    stops_consumers: bool = False,
     only: Collection[str] | None = None,
 ) -> list[str]:
     """Run every check; raise `PreflightError` listing all failures, else return [].
 
-    ``waits_on_lag`` adds the consumer groups' check, for the flows that wait for telegraf and
-    the LOVE producers to drain. ``only`` names the checks to run (``Kubernetes``, ``Argo
-    CD``...): a recovery runs while Kafka and the schema registry are down, and must not fail
-    for that.
+    ``stops_consumers`` adds the consumers' check, for the flows that scale telegraf to 0 and
+    wait for telegraf and the LOVE producers to drain. ``only`` names the checks to run
+    (``Kubernetes``, ``Argo CD``...): a recovery runs while Kafka and the schema registry are
+    down, and must not fail for that.
 
     Raises
     ------
@@ -122,8 +133,8 @@ async def preflight(
     checks = dict(_CHECKS)
     if need_queues:
         checks["ScriptQueues"] = _queues
-    if waits_on_lag:
-        checks["consumer groups"] = _consumer_groups
+    if stops_consumers:
+        checks["consumers"] = _consumers
     if only is not None:
         unknown = sorted(set(only) - set(checks))
         if unknown:

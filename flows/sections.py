@@ -85,7 +85,7 @@ async def preconditions() -> None:
     """Everything checked before the first change; Summit-only sign-offs."""
     run = current_run()
     async with run.step("preconditions", "preflight", "Services answer; right cluster") as step:
-        problems = await preflight(run, waits_on_lag=True)
+        problems = await preflight(run, stops_consumers=True)
         step.note("all services answer" if not problems else "; ".join(problems))
     if run.site.is_summit:
         async with run.step("preconditions", "m2-closed-loop", "M2 in closed loop"):

@@ -594,13 +594,28 @@ async def test_fault_love_504_stops_before_any_change(calm_stand: SimulatedSite)
     assert changes(calm_stand, since) == []
 
 
-async def test_fault_misspelt_consumer_group_prefix_stops_before_any_change(
-    calm_stand: SimulatedSite,
+@pytest.mark.parametrize(
+    ("field", "value", "named"),
+    [
+        (
+            "group_prefix",
+            "telegraf-consumer",
+            "'telegraf-consumer' (site file: telegraf.group_prefix)",
+        ),
+        (
+            "selector",
+            "app=telegraf",
+            "labelled app=telegraf in namespace sasquatch (site file: telegraf.selector",
+        ),
+    ],
+)
+async def test_fault_misspelt_telegraf_selection_stops_before_any_change(
+    calm_stand: SimulatedSite, field: str, value: str, named: str
 ) -> None:
     name = f"faults-{uuid.uuid4().hex[:6]}"
     config = calm_stand.site_config(name)
-    # A misspelt prefix: no group id at the site starts with it.
-    telegraf = config.telegraf.model_copy(update={"group_prefix": "telegraf-consumer"})
+    # A misspelt group prefix or label selector: it selects nothing at the site.
+    telegraf = config.telegraf.model_copy(update={field: value})
     name = await save(calm_stand, config.model_copy(update={"telegraf": telegraf}))
     since = len(calm_stand.write_log.records)
 
@@ -610,9 +625,9 @@ async def test_fault_misspelt_consumer_group_prefix_stops_before_any_change(
     message = state.message or ""
     assert "preflight failed" in message
     assert "nothing was changed" in message
-    assert "'telegraf-consumer' (site file: telegraf.group_prefix)" in message
-    # The LOVE producers' prefix is right: only the wrong one is named.
-    assert "love_producers.group_prefix" not in message
+    assert named in message
+    # Only the misspelt field is named: the other and the LOVE producers' prefix are right.
+    assert message.count("(site file: ") == 1, message
     assert changes(calm_stand, since) == []
 
 
