@@ -70,13 +70,17 @@ async def _consumers(run: UpgradeRun, problems: list[str]) -> None:
     deployments, groups = await asyncio.gather(
         run.services.kubernetes.list_deployments(telegraf.namespace, selector=telegraf.selector),
         run.services.lag.list_groups(),
+        return_exceptions=True,
     )
-    if not deployments:
+    # A service that does not answer is reported once, by its own check.
+    if isinstance(deployments, list) and not deployments:
         problems.append(
             f"Kubernetes has no Deployment labelled {telegraf.selector} in namespace "
             f"{telegraf.namespace} (site file: telegraf.selector, telegraf.namespace): there "
             "would be no telegraf connector to scale to 0"
         )
+    if isinstance(groups, BaseException):
+        return
     for field, family in (("telegraf", site.telegraf), ("love_producers", site.love_producers)):
         if not any(group.startswith(family.group_prefix) for group in groups):
             problems.append(

@@ -631,6 +631,27 @@ async def test_fault_misspelt_telegraf_selection_stops_before_any_change(
     assert changes(calm_stand, since) == []
 
 
+async def test_fault_kubernetes_refusing_the_preflight_is_reported_once(
+    calm_stand: SimulatedSite,
+) -> None:
+    name = await save(calm_stand)
+    api = calm_stand.kubernetes_app.state.kubernetes
+    token, api.token = api.token, "rotated-" + uuid.uuid4().hex
+    since = len(calm_stand.write_log.records)
+    try:
+        state = await full_upgrade_of(name)
+    finally:
+        api.token = token
+
+    assert state.is_failed(), state
+    problems = [line for line in (state.message or "").splitlines() if line.startswith("  - ")]
+    # The consumers' check lists Deployments too, but leaves the 401 to the Kubernetes check.
+    assert len(problems) == 1, problems
+    assert problems[0].startswith("  - Kubernetes: "), problems
+    assert "HTTP 401" in problems[0]
+    assert changes(calm_stand, since) == []
+
+
 async def gate_notice_and_change(run: UpgradeRun) -> None:
     """The cleanup's first steps: a sign-off (posted to Slack), a notice, then a change."""
     await run.gate("camera-bridges", "Camera bridges stopped", "Stop the camera bridges.")
