@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Collection
+from typing import TypeVar
 
 from blocks.site import CscName, State
 from flows.run import UpgradeRun
 
 __all__ = ["PreflightError", "preflight"]
+
+_T = TypeVar("_T")
 
 
 class PreflightError(RuntimeError):
@@ -60,6 +63,15 @@ async def _kafka(run: UpgradeRun, _problems: list[str]) -> None:
     await run.services.lag.list_groups()
 
 
+async def _answer(read: Callable[[], Awaitable[_T]]) -> _T | None:
+    """What ``read`` returns; None if its service fails, which that service's own check
+    reports (once)."""
+    try:
+        return await read()
+    except Exception:  # noqa: BLE001 - reported by the service's own check
+        return None
+
+
 async def _consumers(run: UpgradeRun, problems: list[str]) -> None:
     if run.memory.actions:
         # A resumed run: the connectors and groups were there when it started; its steps still
@@ -68,18 +80,20 @@ async def _consumers(run: UpgradeRun, problems: list[str]) -> None:
     site = run.site
     telegraf = site.telegraf
     deployments, groups = await asyncio.gather(
-        run.services.kubernetes.list_deployments(telegraf.namespace, selector=telegraf.selector),
-        run.services.lag.list_groups(),
-        return_exceptions=True,
+        _answer(
+            lambda: run.services.kubernetes.list_deployments(
+                telegraf.namespace, selector=telegraf.selector
+            )
+        ),
+        _answer(run.services.lag.list_groups),
     )
-    # A service that does not answer is reported once, by its own check.
-    if isinstance(deployments, list) and not deployments:
+    if deployments is not None and not deployments:
         problems.append(
             f"Kubernetes has no Deployment labelled {telegraf.selector} in namespace "
             f"{telegraf.namespace} (site file: telegraf.selector, telegraf.namespace): there "
             "would be no telegraf connector to scale to 0"
         )
-    if isinstance(groups, BaseException):
+    if groups is None:
         return
     for field, family in (("telegraf", site.telegraf), ("love_producers", site.love_producers)):
         if not any(group.startswith(family.group_prefix) for group in groups):
