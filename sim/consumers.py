@@ -142,7 +142,8 @@ class SimulatedConsumers:
         Raises
         ------
         TimeoutError
-            Some group has not committed within ``settle_s``; it names them.
+            Some group has not committed within ``settle_s``; it names them, and every consumer
+            started has been stopped.
         """
         if self._running:
             return
@@ -165,6 +166,7 @@ class SimulatedConsumers:
                 await asyncio.gather(*(member.committed.wait() for member in members))
         except TimeoutError:
             late = sorted(member.group for member in members if not member.committed.is_set())
+            await self.stop()  # nothing left running: the caller never got a started object
             raise TimeoutError(
                 f"simulated consumer groups did not commit within {settle_s:.0f} s: "
                 + ", ".join(late)

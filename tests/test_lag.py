@@ -382,6 +382,23 @@ async def test_started_consumers_have_committed_what_the_topics_hold(
     assert committed == [(4, 0), (4, 0)]
 
 
+async def test_consumers_that_do_not_commit_in_time_are_named_and_stopped(kafka: Kafka) -> None:
+    topic = f"lsst.sal.{unique('Late')}.logevent_heartbeat"
+    await kafka.topics((topic, 1))
+    model = SiteModel(
+        load_site_file(SITES / "summit.yaml"), options=ModelOptions(love_producers=2), runner=None
+    )
+    consumers = SimulatedConsumers(model, kafka.bootstrap, "sal", topic_refresh_s=0.2, poll_s=0.1)
+    try:
+        # No group joins in 1 ms (tansu answers a first JoinGroup after about 1 s).
+        with pytest.raises(TimeoutError, match=rf"did not commit within 0 s: .*{TELEGRAF}-"):
+            await consumers.start(settle_s=0.001)
+        assert consumers.groups() == {}
+    finally:
+        await consumers.stop()
+        await model.aclose()
+
+
 async def test_telegraf_lag_grows_while_scaled_to_zero_and_drains_when_scaled_back(
     kafka: Kafka, lag_client: ConsumerLagClient, summit: tuple[SiteModel, SimulatedConsumers]
 ) -> None:
