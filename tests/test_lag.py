@@ -335,12 +335,18 @@ def test_every_component_has_one_telegraf_connector() -> None:
         assert telegraf_connector_for(component, connectors) in connectors
 
 
-@pytest.fixture
-async def summit(kafka: Kafka) -> AsyncIterator[tuple[SiteModel, SimulatedConsumers]]:
+def summit_consumers(kafka: Kafka) -> tuple[SiteModel, SimulatedConsumers]:
+    """The Summit's telegraf connectors and two LOVE producers on ``kafka``, not started."""
     model = SiteModel(
         load_site_file(SITES / "summit.yaml"), options=ModelOptions(love_producers=2), runner=None
     )
     consumers = SimulatedConsumers(model, kafka.bootstrap, "sal", topic_refresh_s=0.2, poll_s=0.1)
+    return model, consumers
+
+
+@pytest.fixture
+async def summit(kafka: Kafka) -> AsyncIterator[tuple[SiteModel, SimulatedConsumers]]:
+    model, consumers = summit_consumers(kafka)
     await consumers.start()
     try:
         yield model, consumers
@@ -358,10 +364,7 @@ async def test_started_consumers_have_committed_what_the_topics_hold(
     topic = f"lsst.sal.{component}.logevent_heartbeat"
     await kafka.topics((topic, 1))
     await kafka.produce(topic, 4)
-    model = SiteModel(
-        load_site_file(SITES / "summit.yaml"), options=ModelOptions(love_producers=2), runner=None
-    )
-    consumers = SimulatedConsumers(model, kafka.bootstrap, "sal", topic_refresh_s=0.2, poll_s=0.1)
+    model, consumers = summit_consumers(kafka)
     await consumers.start()
     try:
         # No waiting: read at once.
@@ -385,10 +388,7 @@ async def test_started_consumers_have_committed_what_the_topics_hold(
 async def test_consumers_that_do_not_commit_in_time_are_named_and_stopped(kafka: Kafka) -> None:
     topic = f"lsst.sal.{unique('Late')}.logevent_heartbeat"
     await kafka.topics((topic, 1))
-    model = SiteModel(
-        load_site_file(SITES / "summit.yaml"), options=ModelOptions(love_producers=2), runner=None
-    )
-    consumers = SimulatedConsumers(model, kafka.bootstrap, "sal", topic_refresh_s=0.2, poll_s=0.1)
+    model, consumers = summit_consumers(kafka)
     try:
         # No group joins in 1 ms (tansu answers a first JoinGroup after about 1 s).
         with pytest.raises(TimeoutError, match=rf"did not commit within 0 s: .*{TELEGRAF}-"):
