@@ -12,15 +12,13 @@ nothing has been changed when it is raised.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Collection
-from typing import TypeVar
 
 from blocks.site import CscName, State
 from flows.run import UpgradeRun
 
 __all__ = ["PreflightError", "preflight"]
-
-_T = TypeVar("_T")
 
 
 class PreflightError(RuntimeError):
@@ -32,8 +30,20 @@ class PreflightError(RuntimeError):
         self.problems = problems
 
 
-async def _kubernetes(run: UpgradeRun, _problems: list[str]) -> None:
+async def _kubernetes(run: UpgradeRun, problems: list[str], *, telegraf: bool = False) -> None:
     await run.services.kubernetes.list_namespaces()
+    if not telegraf or run.memory.actions:
+        # A resumed run's steps act on the connectors there are now.
+        return
+    selection = run.site.telegraf
+    if not await run.services.kubernetes.list_deployments(
+        selection.namespace, selector=selection.selector
+    ):
+        problems.append(
+            f"Kubernetes has no Deployment labelled {selection.selector} in namespace "
+            f"{selection.namespace} (site file: telegraf.selector, telegraf.namespace): there "
+            "would be no telegraf connector to scale to 0"
+        )
 
 
 async def _argocd(run: UpgradeRun, problems: list[str]) -> None:
@@ -59,42 +69,12 @@ async def _love(run: UpgradeRun, problems: list[str]) -> None:
         problems.append(f"LOVE account {run.site.love.username!r} may not execute commands")
 
 
-async def _kafka(run: UpgradeRun, _problems: list[str]) -> None:
-    await run.services.lag.list_groups()
-
-
-async def _answer(read: Callable[[], Awaitable[_T]]) -> _T | None:
-    """What ``read`` returns; None if its service fails, which that service's own check
-    reports (once)."""
-    try:
-        return await read()
-    except Exception:  # noqa: BLE001 - reported by the service's own check
-        return None
-
-
-async def _consumers(run: UpgradeRun, problems: list[str]) -> None:
-    if run.memory.actions:
-        # A resumed run: the connectors and groups were there when it started; its steps still
-        # to come act on what is there now.
+async def _kafka(run: UpgradeRun, problems: list[str], *, prefixes: bool = False) -> None:
+    groups = await run.services.lag.list_groups()
+    if not prefixes or run.memory.actions:
+        # A resumed run's lag wait, if still to come, reads the groups there are now.
         return
     site = run.site
-    telegraf = site.telegraf
-    deployments, groups = await asyncio.gather(
-        _answer(
-            lambda: run.services.kubernetes.list_deployments(
-                telegraf.namespace, selector=telegraf.selector
-            )
-        ),
-        _answer(run.services.lag.list_groups),
-    )
-    if deployments is not None and not deployments:
-        problems.append(
-            f"Kubernetes has no Deployment labelled {telegraf.selector} in namespace "
-            f"{telegraf.namespace} (site file: telegraf.selector, telegraf.namespace): there "
-            "would be no telegraf connector to scale to 0"
-        )
-    if groups is None:
-        return
     for field, family in (("telegraf", site.telegraf), ("love_producers", site.love_producers)):
         if not any(group.startswith(family.group_prefix) for group in groups):
             problems.append(
@@ -135,10 +115,10 @@ async def preflight(
 ) -> list[str]:
     """Run every check; raise `PreflightError` listing all failures, else return [].
 
-    ``stops_consumers`` adds the consumers' check, for the flows that scale telegraf to 0 and
-    wait for telegraf and the LOVE producers to drain. ``only`` names the checks to run
-    (``Kubernetes``, ``Argo CD``...): a recovery runs while Kafka and the schema registry are
-    down, and must not fail for that.
+    ``stops_consumers`` adds, for the flows that scale telegraf to 0 and wait for telegraf and
+    the LOVE producers to drain, that the site file's selector and prefixes select something.
+    ``only`` names the checks to run (``Kubernetes``, ``Argo CD``...): a recovery runs while
+    Kafka and the schema registry are down, and must not fail for that.
 
     Raises
     ------
@@ -152,7 +132,10 @@ async def preflight(
     if need_queues:
         checks["ScriptQueues"] = _queues
     if stops_consumers:
-        checks["consumers"] = _consumers
+        # What the flow stops must be there; each service's own check reads it, so a service
+        # that does not answer is reported once.
+        checks["Kubernetes"] = functools.partial(_kubernetes, telegraf=True)
+        checks["Kafka"] = functools.partial(_kafka, prefixes=True)
     if only is not None:
         unknown = sorted(set(only) - set(checks))
         if unknown:

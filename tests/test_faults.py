@@ -537,7 +537,7 @@ async def test_fault_wrong_cluster_context_stops_before_any_change(
     state = await full_upgrade_of(name)
 
     problems = preflight_problems(state, calm_stand, since)
-    # Reported once, by the Kubernetes check (the consumers' check lists Deployments too).
+    # Reported once, by the Kubernetes check (which also lists telegraf's Deployments).
     assert [p.partition(":")[0] for p in problems] == ["Kubernetes"], problems
     assert "https://base-lsp.lsst.codes:6443" in problems[0]
     assert len(calm_stand.kubernetes_app.state.kubernetes.requests) == requests
@@ -642,7 +642,7 @@ async def test_fault_kubernetes_refusing_the_preflight_is_reported_once(
     finally:
         api.token = token
 
-    # The consumers' check lists Deployments too, but leaves the 401 to the Kubernetes check.
+    # One problem, though the Kubernetes check also lists telegraf's Deployments here.
     problems = preflight_problems(state, calm_stand, since)
     assert [p.partition(":")[0] for p in problems] == ["Kubernetes"], problems
     assert "HTTP 401" in problems[0]
